@@ -1,0 +1,54 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+# Each creates .venv if it is missing and installs what it needs.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+BACKENDS := tensorflow jax torch
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONWARNINGS := ignore::DeprecationWarning
+export NO_MKDOCS_2_WARNING := 1
+
+.PHONY: demo test test-tensorflow test-jax test-torch docs bench install-demo install-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# The stamps re-run the install when the package metadata changes.
+$(VENV)/.demo-installed: setup.cfg pyproject.toml | $(PY)
+	$(PIP) install --quiet -e ".[tensorflow,lab]"
+	touch $@
+
+# torch==2.13.0 first: it is the CPU build; asked for by a range alone, pip
+# would fetch a CUDA build of several GB.
+$(VENV)/.test-installed: setup.cfg pyproject.toml | $(PY)
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[tensorflow,jax,torch,lab,test,docs]"
+	touch $@
+
+install-demo: $(VENV)/.demo-installed
+install-test: $(VENV)/.test-installed
+
+demo: install-demo
+	$(PY) examples/quickstart.py
+
+# One pytest process per backend: KERAS_BACKEND is read when keras is imported.
+test: install-test
+	@status=0; for backend in $(BACKENDS); do \
+	  echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider || status=1; \
+	done; \
+	echo "=== mkdocs build --strict ==="; \
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir "$$(mktemp -d)" || status=1; \
+	exit $$status
+
+test-%: install-test
+	KERAS_BACKEND=$* $(PY) -m pytest -q -p no:cacheprovider
+
+docs: install-test
+	$(VENV)/bin/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) site build *.egg-info

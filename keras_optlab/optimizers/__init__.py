@@ -1,0 +1,21 @@
+"""Optimizers Keras lacks, and a registry of every optimizer by name."""
+
+from keras_optlab.optimizers.base import SteerableOptimizer
+from keras_optlab.optimizers.radam import RAdam
+from keras_optlab.optimizers.registry import (
+    OptimizerInfo,
+    get,
+    info,
+    list_optimizers,
+    register,
+)
+
+__all__ = [
+    "OptimizerInfo",
+    "RAdam",
+    "SteerableOptimizer",
+    "get",
+    "info",
+    "list_optimizers",
+    "register",
+]

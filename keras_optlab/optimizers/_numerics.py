@@ -1,0 +1,83 @@
+"""Numeric pieces shared by several optimizers.
+
+Scalar coefficients are computed in float32 from constants worked out in
+float64 on the host. `1 - beta**t` is formed as `-expm1(t * log(beta))`:
+computed naively in float32, `float32(0.999)` alone is off by 1.3e-5 in
+`1 - beta`, and the subtraction loses more for small `t`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from keras import ops
+
+
+def step_count(optimizer):
+    """The 1-based index of the step being taken, as float32.
+
+    Keras increments `iterations` after the update, so inside `update_step`
+    the current step is `iterations + 1`.
+    """
+    return ops.cast(optimizer.iterations + 1, "float32")
+
+
+def one_minus_power(beta: float, step):
+    """`1 - beta**step` in float32, accurate to a few ulps for beta in [0, 1)."""
+    if beta == 0.0:
+        return ops.ones_like(step)
+    return ops.negative(ops.expm1(step * math.log(beta)))
+
+
+def bias_corrections(beta_1: float, beta_2: float, step):
+    """`(1 - beta_1**t, 1 - beta_2**t)` for the float32 step `t`."""
+    return one_minus_power(beta_1, step), one_minus_power(beta_2, step)
+
+
+def _one_minus_x_over_expm1(x):
+    """`1 - x / (exp(x) - 1)` without cancellation for small x >= 0."""
+    # Taylor series (Bernoulli numbers) below 0.5, where the next term is
+    # under 3e-11; the closed form is well conditioned above.
+    x2 = x * x
+    series = x * 0.5 - x2 * (
+        1.0 / 12.0 - x2 * (1.0 / 720.0 - x2 * (1.0 / 30240.0 - x2 / 1209600.0))
+    )
+    safe = ops.maximum(x, 0.5)
+    closed = 1.0 - safe / ops.expm1(safe)
+    return ops.where(x < 0.5, series, closed)
+
+
+def radam_rho(beta_2: float, step):
+    """RAdam's `(rho_inf, rho_t)`: a Python float and a float32 tensor.
+
+    `rho_t = rho_inf - 2 t beta_2^t / (1 - beta_2^t)` subtracts two numbers
+    near `2 / (1 - beta_2)` (about 2000 for the default beta_2), so it is
+    rewritten with `L = -log(beta_2)` and `x = t L` as
+    `(rho_inf - 2/L) + (2/L) (1 - x / expm1(x))`, whose pieces carry no
+    cancellation in float32.
+    """
+    rho_inf = 2.0 / (1.0 - beta_2) - 1.0
+    if beta_2 == 0.0:
+        return rho_inf, ops.full_like(step, rho_inf)
+    log_beta = -math.log(beta_2)
+    offset = rho_inf - 2.0 / log_beta
+    rho_t = offset + (2.0 / log_beta) * _one_minus_x_over_expm1(step * log_beta)
+    return rho_inf, rho_t
+
+
+def update_moments(optimizer, momentum, velocity, gradient, beta_1, beta_2):
+    """Adam's moving averages, in place: m += (1-b1)(g-m), v += (1-b2)(g^2-v)."""
+    dtype = momentum.dtype
+    optimizer.assign_add(
+        momentum,
+        ops.multiply(
+            ops.subtract(gradient, momentum), ops.cast(1.0 - beta_1, dtype)
+        ),
+    )
+    optimizer.assign_add(
+        velocity,
+        ops.multiply(
+            ops.subtract(ops.square(gradient), velocity),
+            ops.cast(1.0 - beta_2, dtype),
+        ),
+    )

@@ -1,0 +1,246 @@
+"""One table of every optimizer the package hands out by name.
+
+Optimizers that Keras ships are returned as Keras' own classes, configured
+for the textbook variant the name stands for; the others are keras_optlab's.
+The table drives `get`, `list_optimizers`, the test suite (every entry is
+tested without anyone listing it), the documentation's table and the lab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import keras
+
+from keras_optlab.optimizers.radam import RAdam
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerInfo:
+    """What the registry knows about one optimizer name.
+
+    Attributes:
+        name: The registry name, lowercase.
+        factory: Called with the keyword arguments to build the optimizer.
+        family: `"sgd"` (plain and momentum gradient descent), `"adaptive"`
+            (per-coordinate rates: Adagrad, Adadelta, RMSprop, the Adam
+            family), or `"switching"` (changes method during training).
+        update_rule: The update in one line of plain-text math.
+        paper: Authors, title, year and arXiv id or venue.
+        keras_builtin: Whether the class is Keras' own.
+        defaults: Keyword arguments the name implies (`nag` is momentum 0.9
+            with Nesterov), overridable by the caller.
+        suggested_learning_rate: A learning rate that trains a small MLP on
+            scikit-learn's digits reasonably; the lab's default.
+    """
+
+    name: str
+    factory: Callable[..., keras.optimizers.Optimizer]
+    family: str
+    update_rule: str
+    paper: str
+    keras_builtin: bool
+    defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    suggested_learning_rate: float = 1e-3
+
+    def __post_init__(self):
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+
+
+_REGISTRY: dict[str, OptimizerInfo] = {}
+
+
+def register(info: OptimizerInfo) -> OptimizerInfo:
+    """Adds `info` to the registry; its name must not be taken."""
+    if info.name in _REGISTRY:
+        raise ValueError(f"An optimizer named {info.name!r} is already registered.")
+    _REGISTRY[info.name] = info
+    return info
+
+
+def list_optimizers(
+    family: str | None = None, keras_builtin: bool | None = None
+) -> list[str]:
+    """Names of the registered optimizers, in registration order.
+
+    Args:
+        family: Keep only this family (`"sgd"`, `"adaptive"`, `"switching"`).
+        keras_builtin: Keep only Keras' own classes (`True`) or only
+            keras_optlab's (`False`).
+    """
+    return [
+        info.name
+        for info in _REGISTRY.values()
+        if (family is None or info.family == family)
+        and (keras_builtin is None or info.keras_builtin == keras_builtin)
+    ]
+
+
+def info(name: str) -> OptimizerInfo:
+    """The `OptimizerInfo` of `name`; `ValueError` listing the names if unknown."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"Argument `name` must be a string. Received: name={name!r}"
+        )
+    key = name.lower()
+    if key not in _REGISTRY:
+        known = ", ".join(_REGISTRY)
+        raise ValueError(
+            f"Unknown optimizer name {name!r}. Known names: {known}."
+        )
+    return _REGISTRY[key]
+
+
+def get(name: str, **kwargs: Any) -> keras.optimizers.Optimizer:
+    """Builds the optimizer registered as `name`.
+
+    Keyword arguments override the name's defaults and are passed to the
+    class. An integer `learning_rate` is converted to float, which Keras'
+    own classes require.
+
+    Example:
+
+    ```python
+    from keras_optlab import optimizers
+    nag = optimizers.get("nag", learning_rate=0.05)
+    # keras.optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=True)
+    ```
+    """
+    entry = info(name)
+    arguments = {**entry.defaults, **kwargs}
+    rate = arguments.get("learning_rate")
+    if isinstance(rate, int) and not isinstance(rate, bool):
+        arguments["learning_rate"] = float(rate)
+    return entry.factory(**arguments)
+
+
+_KINGMA = "Kingma & Ba, 'Adam: A Method for Stochastic Optimization', ICLR 2015, arXiv:1412.6980"
+
+for _info in (
+    OptimizerInfo(
+        name="sgd",
+        factory=keras.optimizers.SGD,
+        family="sgd",
+        update_rule="θ ← θ − η g",
+        paper="Robbins & Monro, 'A Stochastic Approximation Method', 1951",
+        keras_builtin=True,
+        suggested_learning_rate=0.05,
+    ),
+    OptimizerInfo(
+        name="momentum",
+        factory=keras.optimizers.SGD,
+        family="sgd",
+        update_rule="v ← μ v − η g;  θ ← θ + v",
+        paper="Polyak, 'Some methods of speeding up the convergence of iteration methods', 1964",
+        keras_builtin=True,
+        defaults={"momentum": 0.9},
+        suggested_learning_rate=0.01,
+    ),
+    OptimizerInfo(
+        name="nag",
+        factory=keras.optimizers.SGD,
+        family="sgd",
+        update_rule="v ← μ v − η g;  θ ← θ + μ v − η g",
+        paper="Nesterov 1983; Sutskever et al., 'On the importance of initialization and momentum in deep learning', ICML 2013",
+        keras_builtin=True,
+        defaults={"momentum": 0.9, "nesterov": True},
+        suggested_learning_rate=0.01,
+    ),
+    OptimizerInfo(
+        name="adagrad",
+        factory=keras.optimizers.Adagrad,
+        family="adaptive",
+        update_rule="G ← G + g²;  θ ← θ − η g / (√G + ε)",
+        paper="Duchi, Hazan & Singer, 'Adaptive Subgradient Methods for Online Learning and Stochastic Optimization', JMLR 2011",
+        keras_builtin=True,
+        suggested_learning_rate=0.05,
+    ),
+    OptimizerInfo(
+        name="adadelta",
+        factory=keras.optimizers.Adadelta,
+        family="adaptive",
+        update_rule="E[g²] ← ρE[g²] + (1−ρ)g²;  Δ = −√(E[Δ²]+ε)/√(E[g²]+ε) g;  E[Δ²] ← ρE[Δ²] + (1−ρ)Δ²;  θ ← θ + ηΔ",
+        paper="Zeiler, 'ADADELTA: An Adaptive Learning Rate Method', 2012, arXiv:1212.5701",
+        keras_builtin=True,
+        suggested_learning_rate=1.0,
+    ),
+    OptimizerInfo(
+        name="rmsprop",
+        factory=keras.optimizers.RMSprop,
+        family="adaptive",
+        update_rule="E[g²] ← ρE[g²] + (1−ρ)g²;  θ ← θ − η g / (√E[g²] + ε)",
+        paper="Tieleman & Hinton, Lecture 6.5 of 'Neural Networks for Machine Learning', Coursera 2012",
+        keras_builtin=True,
+    ),
+    OptimizerInfo(
+        name="adam",
+        factory=keras.optimizers.Adam,
+        family="adaptive",
+        update_rule="m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  θ ← θ − η m̂ / (√v̂ + ε)",
+        paper=_KINGMA,
+        keras_builtin=True,
+    ),
+    OptimizerInfo(
+        name="adamax",
+        factory=keras.optimizers.Adamax,
+        family="adaptive",
+        update_rule="m ← β₁m + (1−β₁)g;  u ← max(β₂u, |g|);  θ ← θ − η m̂ / (u + ε)",
+        paper=_KINGMA + " (section 7.1)",
+        keras_builtin=True,
+        suggested_learning_rate=0.002,
+    ),
+    OptimizerInfo(
+        name="nadam",
+        factory=keras.optimizers.Nadam,
+        family="adaptive",
+        update_rule="Adam with a Nesterov look-ahead on m̂",
+        paper="Dozat, 'Incorporating Nesterov Momentum into Adam', ICLR 2016 workshop",
+        keras_builtin=True,
+    ),
+    OptimizerInfo(
+        name="amsgrad",
+        factory=keras.optimizers.Adam,
+        family="adaptive",
+        update_rule="Adam with v̂ ← max(v̂, v) so the step size never grows",
+        paper="Reddi, Kale & Kumar, 'On the Convergence of Adam and Beyond', ICLR 2018, arXiv:1904.09237",
+        keras_builtin=True,
+        defaults={"amsgrad": True},
+    ),
+    OptimizerInfo(
+        name="adamw",
+        factory=keras.optimizers.AdamW,
+        family="adaptive",
+        update_rule="Adam, then θ ← θ − η λ θ (decoupled weight decay)",
+        paper="Loshchilov & Hutter, 'Decoupled Weight Decay Regularization', ICLR 2019, arXiv:1711.05101",
+        keras_builtin=True,
+    ),
+    OptimizerInfo(
+        name="radam",
+        factory=RAdam,
+        family="adaptive",
+        update_rule="Adam step times the rectifier r_t while ρ_t ≥ 5; momentum step η m̂ before",
+        paper="Liu et al., 'On the Variance of the Adaptive Learning Rate and Beyond', ICLR 2020, arXiv:1908.03265",
+        keras_builtin=False,
+    ),
+):
+    register(_info)
+del _info
+
+
+def markdown_table() -> str:
+    """The documentation's table of every registered name, as Markdown."""
+    rows = [
+        "| name | class | update rule | paper |",
+        "|---|---|---|---|",
+    ]
+    for entry in _REGISTRY.values():
+        optimizer_class = getattr(entry.factory, "__name__", str(entry.factory))
+        origin = "keras" if entry.keras_builtin else "keras_optlab"
+        arguments = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())
+        rows.append(
+            f"| `{entry.name}` | `{origin}.{optimizer_class}({arguments})` "
+            f"| {entry.update_rule} | {entry.paper} |"
+        )
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,56 @@
+"""Shared fixtures and helpers. The backend is chosen by KERAS_BACKEND."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+# XLA on TensorFlow and jit on JAX; torch.compile is not what users of the
+# PyTorch backend run by default, so PyTorch tests run eagerly.
+JIT_COMPILE = BACKEND != "torch"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(1234)
+    yield
+
+
+def regression_data(n=64, features=8, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype("float32")
+    w = rng.normal(size=(features, 1)).astype("float32")
+    y = (x @ w + 0.1 * rng.normal(size=(n, 1))).astype("float32")
+    return x, y
+
+
+def small_model(features=8, seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((features,)),
+            keras.layers.Dense(16, activation="tanh"),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+def weights_of(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def assert_weights_close(actual, expected, rtol=1e-6, atol=1e-6):
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+
+
+def optimizer_state(optimizer):
+    return [np.array(v) for v in optimizer.variables]

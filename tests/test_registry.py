@@ -1,0 +1,90 @@
+import keras
+import pytest
+
+from keras_optlab import optimizers
+
+SEED_NAMES = [
+    "sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop",
+    "adam", "adamax", "nadam", "amsgrad", "adamw", "radam",
+]
+
+
+def test_seed_names_are_registered():
+    assert set(SEED_NAMES) <= set(optimizers.list_optimizers())
+
+
+def test_nag_is_keras_sgd_with_nesterov_momentum():
+    nag = optimizers.get("nag")
+    assert type(nag) is keras.optimizers.SGD
+    assert nag.momentum == pytest.approx(0.9)
+    assert nag.nesterov is True
+
+
+@pytest.mark.parametrize(
+    "name, cls, attribute, value",
+    [
+        ("sgd", keras.optimizers.SGD, "momentum", 0.0),
+        ("momentum", keras.optimizers.SGD, "nesterov", False),
+        ("amsgrad", keras.optimizers.Adam, "amsgrad", True),
+        ("adam", keras.optimizers.Adam, "amsgrad", False),
+        ("adamw", keras.optimizers.AdamW, "weight_decay", 0.004),
+    ],
+)
+def test_builtin_names_are_keras_classes_configured(name, cls, attribute, value):
+    optimizer = optimizers.get(name)
+    assert type(optimizer) is cls
+    assert getattr(optimizer, attribute) == pytest.approx(value)
+
+
+def test_keyword_arguments_override_defaults():
+    optimizer = optimizers.get("nag", momentum=0.5, learning_rate=0.2)
+    assert optimizer.momentum == pytest.approx(0.5)
+    assert float(optimizer.learning_rate) == pytest.approx(0.2)
+
+
+def test_integer_learning_rate_is_accepted_for_keras_classes():
+    optimizer = optimizers.get("sgd", learning_rate=1)
+    assert float(optimizer.learning_rate) == pytest.approx(1.0)
+
+
+def test_names_are_case_insensitive():
+    assert type(optimizers.get("RAdam")) is optimizers.RAdam
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ValueError, match="Unknown optimizer name 'adamm'") as error:
+        optimizers.get("adamm")
+    for name in SEED_NAMES:
+        assert name in str(error.value)
+
+
+def test_non_string_name_is_rejected():
+    with pytest.raises(TypeError, match="`name`"):
+        optimizers.get(3)
+
+
+def test_filters_by_family_and_origin():
+    ours = optimizers.list_optimizers(keras_builtin=False)
+    assert "radam" in ours and "adam" not in ours
+    assert "nag" in optimizers.list_optimizers(family="sgd")
+    assert "adam" not in optimizers.list_optimizers(family="sgd")
+
+
+def test_every_entry_documents_rule_and_paper():
+    for name in optimizers.list_optimizers():
+        entry = optimizers.info(name)
+        assert entry.update_rule and entry.paper, name
+        assert entry.suggested_learning_rate > 0, name
+
+
+def test_builtin_flag_matches_the_class_module():
+    for name in optimizers.list_optimizers():
+        entry = optimizers.info(name)
+        module = type(optimizers.get(name)).__module__
+        assert module.startswith("keras.") == entry.keras_builtin, name
+
+
+def test_duplicate_registration_is_rejected():
+    entry = optimizers.info("adam")
+    with pytest.raises(ValueError, match="already registered"):
+        optimizers.register(entry)
