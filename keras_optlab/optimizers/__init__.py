@@ -1,6 +1,6 @@
 """Optimizers Keras lacks, and a registry of every optimizer by name."""
 
-from keras_optlab.optimizers.base import SteerableOptimizer
+from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.registry import (
     OptimizerInfo,
@@ -17,5 +17,6 @@ __all__ = [
     "get",
     "info",
     "list_optimizers",
+    "lr_scale_of",
     "register",
 ]

@@ -50,3 +50,20 @@ class SteerableOptimizer(keras.optimizers.Optimizer):
         return ops.multiply(
             ops.cast(base, "float32"), ops.convert_to_tensor(self.lr_scale)
         )
+
+
+def find_attribute(optimizer: keras.optimizers.Optimizer, name: str):
+    """`optimizer.<name>`, looking through wrappers such as
+    `keras.optimizers.LossScaleOptimizer` (via `inner_optimizer`); `None` if
+    no optimizer in the chain has it."""
+    while optimizer is not None:
+        value = getattr(optimizer, name, None)
+        if value is not None:
+            return value
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    return None
+
+
+def lr_scale_of(optimizer: keras.optimizers.Optimizer):
+    """The `lr_scale` variable steering `optimizer`, or `None`."""
+    return find_attribute(optimizer, "lr_scale")
