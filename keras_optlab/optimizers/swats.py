@@ -213,11 +213,11 @@ class SWATS(SteerableOptimizer):
             )
             new_phase = ops.where(fire, 1, phase)
         else:
-            switched = [
-                ops.convert_to_tensor(state[0]) for state in self._variable_states
-            ]
-            new_phase = ops.cast(ops.min(ops.stack(switched)), "int32")
-            new_phase = ops.maximum(new_phase, phase)
+            # 1 once every variable has switched (or the phase was written).
+            all_switched = ops.ones((), "int32")
+            for state in self._variable_states:
+                all_switched = ops.minimum(all_switched, ops.convert_to_tensor(state[0]))
+            new_phase = ops.maximum(all_switched, phase)
         # The first SGD step is the first step taken with phase 1.
         first_sgd_step = ops.logical_and(
             ops.equal(phase, 1),

@@ -294,7 +294,10 @@ class SwitchingOptimizer(SteerableOptimizer):
         phase = ops.convert_to_tensor(self.phase)
         touched = trainable_variables + self.first.variables + self.second.variables
         if measure:
-            touched += [self.step_ratio_average, self.estimated_learning_rate]
+            # lr_scale is only read, but on JAX a branch sees only these.
+            touched += [
+                self.step_ratio_average, self.estimated_learning_rate, self.lr_scale
+            ]
         _phases.cond_with_updates(
             ops.equal(phase, 0),
             lambda: self._phase_step(
