@@ -251,41 +251,53 @@ class SWATS(SteerableOptimizer):
             sgd_rate = ops.convert_to_tensor(state[3])
             switch_rate = ops.convert_to_tensor(state[4])
         in_sgd = ops.equal(phase, 1)
-        # SGD's velocity reuses Adam's first-moment slot, set to 0 at the
-        # switch as in the paper: no third slot, so a step reads and writes
-        # what Adam's does.
         first_sgd_step = ops.logical_and(in_sgd, ops.less(switch_iteration, 0))
 
-        m_old = ops.convert_to_tensor(momentum)
-        v_old = ops.convert_to_tensor(velocity)
-        m_adam = m_old + (gradient - m_old) * ops.cast(1.0 - self.beta_1, dtype)
-        v_adam = v_old + (ops.square(gradient) - v_old) * ops.cast(1.0 - self.beta_2, dtype)
-        sgd_velocity = (
-            ops.where(first_sgd_step, ops.zeros_like(m_old), m_old)
-            * ops.cast(self.beta_1, dtype)
-            + gradient
+        # Both phases are one expression whose scalar coefficients the phase
+        # selects: per-element selects (`where` on whole tensors) cost as
+        # much as the update itself under XLA on CPU. SGD's velocity reuses
+        # Adam's first-moment slot, zeroed at the switch as in the paper, so
+        # a step reads and writes what Adam's does.
+        #   Adam: m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
+        #   SGD:  m <- b1 m + g (m = 0 first); v unchanged
+        beta_1, beta_2 = self.beta_1, self.beta_2
+        keep_m = ops.where(in_sgd, ops.where(first_sgd_step, 0.0, beta_1), beta_1)
+        add_g = ops.where(in_sgd, 1.0, 1.0 - beta_1)
+        keep_v = ops.where(in_sgd, 1.0, beta_2)
+        add_g2 = ops.where(in_sgd, 0.0, 1.0 - beta_2)
+        m_new = ops.add(
+            ops.multiply(ops.convert_to_tensor(momentum), ops.cast(keep_m, dtype)),
+            ops.multiply(gradient, ops.cast(add_g, dtype)),
         )
-        correction_1, correction_2 = _numerics.bias_corrections(
-            self.beta_1, self.beta_2, step
+        v_new = ops.add(
+            ops.multiply(ops.convert_to_tensor(velocity), ops.cast(keep_v, dtype)),
+            ops.multiply(ops.square(gradient), ops.cast(add_g2, dtype)),
         )
-        adam_scale = learning_rate * ops.sqrt(correction_2) / correction_1
-        adam_step = ops.negative(
-            ops.divide(
-                ops.multiply(m_adam, ops.cast(adam_scale, dtype)),
-                ops.add(ops.sqrt(v_adam), ops.cast(self.epsilon, dtype)),
-            )
+        correction_1, correction_2 = _numerics.bias_corrections(beta_1, beta_2, step)
+        adam_scale = ops.where(
+            in_sgd, 0.0, learning_rate * ops.sqrt(correction_2) / correction_1
         )
+        usable = ops.greater(switch_rate, 0.0)
         ratio = ops.where(
-            ops.greater(switch_rate, 0.0),
-            learning_rate / ops.where(ops.greater(switch_rate, 0.0), switch_rate, 1.0),
-            0.0,
+            usable, learning_rate / ops.where(usable, switch_rate, 1.0), 0.0
         )
-        sgd_scale = (1.0 - self.beta_1) * sgd_rate * ratio
-        sgd_step = ops.negative(ops.multiply(sgd_velocity, ops.cast(sgd_scale, dtype)))
+        sgd_scale = ops.where(in_sgd, (1.0 - beta_1) * sgd_rate * ratio, 0.0)
 
-        self.assign(momentum, ops.where(in_sgd, sgd_velocity, m_adam))
-        self.assign(velocity, ops.where(in_sgd, v_old, v_adam))
-        self.assign_add(variable, ops.where(in_sgd, sgd_step, adam_step))
+        denominator = ops.add(ops.sqrt(v_new), ops.cast(self.epsilon, dtype))
+        if self.epsilon == 0.0:
+            # 0 * (m / 0) would be NaN in the SGD phase for coordinates whose
+            # gradient was always zero.
+            denominator = ops.where(ops.equal(denominator, 0), ops.ones_like(denominator), denominator)
+        # Adam's step p_k (zero in the SGD phase, where adam_scale is 0).
+        adam_step = ops.negative(
+            ops.multiply(ops.divide(m_new, denominator), ops.cast(adam_scale, dtype))
+        )
+        self.assign(momentum, m_new)
+        self.assign(velocity, v_new)
+        self.assign_add(
+            variable,
+            ops.subtract(adam_step, ops.multiply(m_new, ops.cast(sgd_scale, dtype))),
+        )
 
         step_32 = ops.cast(adam_step, "float32")
         square = ops.sum(ops.square(step_32))
