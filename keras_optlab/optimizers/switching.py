@@ -136,10 +136,10 @@ class SwitchingOptimizer(SteerableOptimizer):
     ```
 
     Args:
-        first: The optimizer used before the switch, not yet built. Defaults
-            to none; required.
-        second: The optimizer used after it, not yet built. Defaults to none;
-            required.
+        first: The optimizer used before the switch, not yet built. Required
+            (no default).
+        second: The optimizer used after it, not yet built. Required (no
+            default).
         switch_step: The number of steps taken by `first` before the
             optimizer switches by itself, an int >= 0 (0: `second` from the
             start), or `None` to switch only when `phase` is written. Defaults
