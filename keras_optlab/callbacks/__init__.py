@@ -1,5 +1,6 @@
 """Callbacks that steer training by writing optimizer-owned variables."""
 
 from keras_optlab.callbacks.lr_logger import LearningRateLogger
+from keras_optlab.callbacks.plateau import ReduceLROnPlateau
 
-__all__ = ["LearningRateLogger"]
+__all__ = ["LearningRateLogger", "ReduceLROnPlateau"]

@@ -2,6 +2,7 @@
 
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
 from keras_optlab.optimizers.radam import RAdam
+from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.registry import (
     OptimizerInfo,
     get,
@@ -14,6 +15,7 @@ __all__ = [
     "OptimizerInfo",
     "RAdam",
     "SteerableOptimizer",
+    "Steered",
     "get",
     "info",
     "list_optimizers",
