@@ -79,9 +79,9 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         if self.mode == "triangular":  # Python strings from the config.
             amplitude_scale = ops.ones_like(step)
         elif self.mode == "triangular2":
-            amplitude_scale = ops.power(0.5, cycle - 1.0)
+            amplitude_scale = _steps.power_of_constant(0.5, cycle - 1.0)
         else:
-            amplitude_scale = ops.power(ops.cast(self.gamma, _steps.DTYPE), step)
+            amplitude_scale = _steps.power_of_constant(self.gamma, step)
         span = self.maximal_learning_rate - self.initial_learning_rate
         return self.initial_learning_rate + span * ops.maximum(0.0, 1.0 - x) * amplitude_scale
 

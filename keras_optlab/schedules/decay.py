@@ -73,9 +73,7 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
         step = _steps.as_float_step(step)
         period = float(self.step_size * (self.steps_per_epoch or 1))
         drops = ops.floor(step / period)
-        return self.initial_learning_rate * ops.power(
-            ops.cast(self.factor, _steps.DTYPE), drops
-        )
+        return self.initial_learning_rate * _steps.power_of_constant(self.factor, drops)
 
     def get_config(self) -> dict:
         return {
@@ -141,7 +139,7 @@ class CappedExponentialDecay(keras.optimizers.schedules.LearningRateSchedule):
         if self.staircase:  # A Python bool from the config, not a tensor.
             exponent = ops.floor(exponent)
         exponent = ops.maximum(exponent, 0.0)
-        decayed = ops.power(ops.cast(self.decay_rate, _steps.DTYPE), exponent)
+        decayed = _steps.power_of_constant(self.decay_rate, exponent)
         return self.initial_learning_rate * ops.minimum(1.0, decayed)
 
     def get_config(self) -> dict:
