@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-from keras_optlab import callbacks, optimizers  # noqa: E402,F401
+from keras_optlab import callbacks, optimizers, schedules  # noqa: E402,F401
