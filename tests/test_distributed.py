@@ -40,14 +40,19 @@ def two_devices():
             keras.distribution.set_distribution(None)
 
 
-def train(name, distributed, callbacks=()):
+def train(name, distributed, callbacks=(), make_optimizer=None):
     x, y = regression_data(n=16 * STEPS_PER_EPOCH)
     context = two_devices() if distributed else contextlib.nullcontext()
     with context:
         model = small_model()
-        entry = optimizers.info(name)
+        if make_optimizer is None:
+            entry = optimizers.info(name)
+            optimizer = optimizers.get(name, learning_rate=entry.suggested_learning_rate)
+        else:
+            # Created here: under tf.distribute, inside the strategy's scope.
+            optimizer = make_optimizer()
         model.compile(
-            optimizer=optimizers.get(name, learning_rate=entry.suggested_learning_rate),
+            optimizer=optimizer,
             loss="mse",
             jit_compile=False if BACKEND == "tensorflow" else True,
         )
@@ -59,11 +64,47 @@ def train(name, distributed, callbacks=()):
     return model
 
 
-@pytest.mark.parametrize("name", OUR_NAMES)
-def test_two_replicas_equal_one_device(name):
-    single = train(name, distributed=False)
-    double = train(name, distributed=True)
+def assert_same_training(single, double):
     for a, b in zip(weights_of(double), weights_of(single)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(optimizer_state(double.optimizer), optimizer_state(single.optimizer)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", OUR_NAMES)
+def test_two_replicas_equal_one_device(name):
+    single = train(name, distributed=False)
+    double = train(name, distributed=True)
+    assert_same_training(single, double)
+
+
+@pytest.mark.parametrize("second_learning_rate", [None, "estimate"])
+def test_switching_with_a_switch_and_inner_options(second_learning_rate):
+    # Both phases run (switch after 5 of 12 steps), each with its own
+    # clipping and weight decay, which the step applies per phase.
+    def make_optimizer():
+        return optimizers.SwitchingOptimizer(
+            optimizers.AdaBound(0.01, final_lr=None, clipnorm=0.05, weight_decay=0.01),
+            keras.optimizers.SGD(0.02, momentum=0.9, global_clipnorm=0.1, weight_decay=0.02),
+            switch_step=5,
+            second_learning_rate=second_learning_rate,
+        )
+
+    single = train("switching", distributed=False, make_optimizer=make_optimizer)
+    double = train("switching", distributed=True, make_optimizer=make_optimizer)
+    assert int(np.array(single.optimizer.phase)) == 1
+    assert int(np.array(single.optimizer.switch_iteration)) == 5
+    assert_same_training(single, double)
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute only")
+def test_switching_refuses_an_inner_step_override_under_tf_distribute():
+    # SWATS overrides `_backend_update_step`, which the distributed step
+    # does not run: refused rather than skipped.
+    def make_optimizer():
+        return optimizers.SwitchingOptimizer(
+            optimizers.SWATS(), keras.optimizers.SGD(0.01), switch_step=2
+        )
+
+    with pytest.raises(NotImplementedError, match="_backend_update_step"):
+        train("switching", distributed=True, make_optimizer=make_optimizer)

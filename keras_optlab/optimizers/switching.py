@@ -47,6 +47,15 @@ def _check_inner(name: str, optimizer: Any) -> keras.optimizers.Optimizer:
     return optimizer
 
 
+def _under_tf_strategy() -> bool:
+    """Whether a (non-default) `tf.distribute` strategy is in scope."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
 @keras.saving.register_keras_serializable(package="keras_optlab")
 class SwitchingOptimizer(SteerableOptimizer):
     r"""Trains with `first`, then with `second`, switching inside the graph.
@@ -119,8 +128,12 @@ class SwitchingOptimizer(SteerableOptimizer):
     Departures: switching by hand in Keras means recompiling with a new
     optimizer, which starts `second` from fresh state and, mid-`fit` on
     TensorFlow, is silently ignored. Here `second`'s state starts at zero at
-    the switch as it would then, but nothing else is lost. Not tested under
-    `tf.distribute` strategies.
+    the switch as it would then, but nothing else is lost.
+
+    **Distributed training.** Under a `tf.distribute` strategy (tested with
+    `MirroredStrategy`, without XLA) and `keras.distribution` on JAX, a step
+    equals the single-device one. On TensorFlow, an inner optimizer that
+    overrides `_backend_update_step` (such as `SWATS`) is refused there.
 
     Example:
 
@@ -288,26 +301,101 @@ class SwitchingOptimizer(SteerableOptimizer):
         momentum = float(getattr(self.second, "momentum", 0.0) or 0.0)
         self.estimated_learning_rate.assign((1.0 - momentum) * average / correction)
 
+    def _tf_distributed_step(self, grads, trainable_variables, learning_rate, measure):
+        """The phase step under a `tf.distribute` strategy (TensorFlow only).
+
+        An inner optimizer's `_backend_update_step` synchronises twice
+        (gradient all-reduce, then `merge_call` into cross-replica context),
+        and `tf.distribute` refuses a synchronisation inside a `cond` taken in
+        replica context. So both happen here, once, outside the cond; the
+        cond runs in cross-replica context, where each branch applies its
+        optimizer's per-variable updates (`distribution.extended.update`),
+        which synchronise nothing. Same arithmetic as `_phase_step`; inner
+        clipping sees the reduced gradients, as it does on one device.
+        """
+        import tensorflow as tf
+
+        for inner in (self.first, self.second):
+            if type(inner)._backend_update_step is not keras.optimizers.Optimizer._backend_update_step:
+                # Its override would be skipped: only the per-variable
+                # update is run here.
+                raise NotImplementedError(
+                    "Under a tf.distribute strategy, SwitchingOptimizer cannot "
+                    f"run {type(inner).__name__}, which overrides "
+                    "`_backend_update_step`. Received: "
+                    f"{'first' if inner is self.first else 'second'}={inner.name!r}"
+                )
+        tf_variables = [variable.value for variable in trainable_variables]
+        reduced = self._all_reduce_sum_gradients(list(zip(grads, tf_variables)))
+        grads = [grad for grad, _ in reduced]
+        if any(o.clipnorm or o.clipvalue or o.global_clipnorm for o in (self.first, self.second)):
+            # A value-returning cond with no synchronisation inside: allowed
+            # in replica context.
+            grads = ops.cond(
+                ops.equal(ops.convert_to_tensor(self.phase), 0),
+                lambda: self.first._clip_gradients(grads),
+                lambda: self.second._clip_gradients(grads),
+            )
+
+        def cross_replica_step(distribution, grads, tf_variables, learning_rate):
+            # Arguments arrive regrouped: per-replica gradients and rates,
+            # mirrored variables. Reads of mirrored variables give the
+            # (identical) value of the first replica.
+            def decay(variable, rate, inner):
+                factor = ops.cast(rate * inner.weight_decay, variable.dtype)
+                variable.assign(variable - variable * factor)
+
+            def phase_step(inner, measure):
+                if inner.weight_decay:
+                    for variable, tf_variable in zip(trainable_variables, tf_variables):
+                        if inner._use_weight_decay(variable):
+                            distribution.extended.update(
+                                tf_variable, decay, args=(learning_rate, inner), group=False
+                            )
+                if measure:
+                    before = [ops.copy(ops.convert_to_tensor(v)) for v in trainable_variables]
+                inner._distributed_tf_update_step(
+                    distribution, list(zip(grads, tf_variables)), learning_rate
+                )
+                inner._iterations.assign_add(1)
+                if measure:
+                    # All replicas hold the same reduced gradients.
+                    local = [distribution.experimental_local_results(g)[0] for g in grads]
+                    self._update_estimate(local, trainable_variables, before, None)
+
+            ops.cond(
+                ops.equal(ops.convert_to_tensor(self.phase), 0),
+                lambda: phase_step(self.first, measure),
+                lambda: phase_step(self.second, False),
+            )
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            cross_replica_step, self._distribution_strategy, grads, tf_variables, learning_rate
+        )
+
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         trainable_variables = list(trainable_variables)
         measure = self.second_learning_rate == "estimate"
         phase = ops.convert_to_tensor(self.phase)
-        touched = trainable_variables + self.first.variables + self.second.variables
-        if measure:
-            # lr_scale is only read, but on JAX a branch sees only these.
-            touched += [
-                self.step_ratio_average, self.estimated_learning_rate, self.lr_scale
-            ]
-        _phases.cond_with_updates(
-            ops.equal(phase, 0),
-            lambda: self._phase_step(
-                self.first, grads, trainable_variables, learning_rate, measure
-            ),
-            lambda: self._phase_step(
-                self.second, grads, trainable_variables, learning_rate, False
-            ),
-            touched,
-        )
+        if _under_tf_strategy():
+            self._tf_distributed_step(grads, trainable_variables, learning_rate, measure)
+        else:
+            touched = trainable_variables + self.first.variables + self.second.variables
+            if measure:
+                # lr_scale is only read, but on JAX a branch sees only these.
+                touched += [
+                    self.step_ratio_average, self.estimated_learning_rate, self.lr_scale
+                ]
+            _phases.cond_with_updates(
+                ops.equal(phase, 0),
+                lambda: self._phase_step(
+                    self.first, grads, trainable_variables, learning_rate, measure
+                ),
+                lambda: self._phase_step(
+                    self.second, grads, trainable_variables, learning_rate, False
+                ),
+                touched,
+            )
         # `iterations` is incremented by the base class after this returns.
         iteration = ops.cast(self.iterations, "int32")
         first_second_step = ops.logical_and(
