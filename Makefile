@@ -47,6 +47,10 @@ test: install-test
 test-%: install-test
 	KERAS_BACKEND=$* $(PY) -m pytest -q -p no:cacheprovider
 
+# Benchmarks are not tests: they print ratios measured in one run.
+bench: install-test
+	$(PY) bench/run.py
+
 docs: install-test
 	$(VENV)/bin/mkdocs build --strict
 

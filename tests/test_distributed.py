@@ -97,14 +97,70 @@ def test_switching_with_a_switch_and_inner_options(second_learning_rate):
     assert_same_training(single, double)
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.distribute only")
-def test_switching_refuses_an_inner_step_override_under_tf_distribute():
-    # SWATS overrides `_backend_update_step`, which the distributed step
-    # does not run: refused rather than skipped.
-    def make_optimizer():
-        return optimizers.SwitchingOptimizer(
-            optimizers.SWATS(), keras.optimizers.SGD(0.01), switch_step=2
-        )
+# Only tf.distribute runs the inner steps in cross-replica context; the
+# test exists on TensorFlow alone rather than being skipped elsewhere.
+if BACKEND == "tensorflow":
 
-    with pytest.raises(NotImplementedError, match="_backend_update_step"):
-        train("switching", distributed=True, make_optimizer=make_optimizer)
+    def test_switching_refuses_an_inner_step_override_under_tf_distribute():
+        # SWATS overrides `_backend_update_step`, which the distributed step
+        # does not run: refused rather than skipped.
+        def make_optimizer():
+            return optimizers.SwitchingOptimizer(
+                optimizers.SWATS(), keras.optimizers.SGD(0.01), switch_step=2
+            )
+
+        with pytest.raises(NotImplementedError, match="_backend_update_step"):
+            train("switching", distributed=True, make_optimizer=make_optimizer)
+
+
+@pytest.mark.parametrize("criterion", ["global", "per_variable"])
+def test_swats_switches_at_the_same_step(criterion):
+    def make_optimizer():
+        # A tolerance at which the criterion fires on this problem.
+        return optimizers.SWATS(learning_rate=0.01, switch_tolerance=1e-2, criterion=criterion)
+
+    single = train("swats", distributed=False, make_optimizer=make_optimizer)
+    double = train("swats", distributed=True, make_optimizer=make_optimizer)
+    phase = np.array(single.optimizer.phase)
+    assert np.any(phase == 1), "the criterion never fired: the test would prove nothing"
+    np.testing.assert_array_equal(np.array(double.optimizer.phase), phase)
+    assert_same_training(single, double)
+
+
+def test_every_callback_gives_the_same_training():
+    from keras_optlab.callbacks import LearningRateLogger, ReduceLROnPlateau, SwitchOptimizer
+
+    def steering():
+        # min_delta larger than any change: a plateau at every epoch.
+        return [
+            SwitchOptimizer(at_epoch=1),
+            ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9),
+            LearningRateLogger(),
+        ]
+
+    def make_optimizer():
+        return optimizers.get("adam_then_sgd", learning_rate=0.01)
+
+    single = train("adam_then_sgd", distributed=False, make_optimizer=make_optimizer,
+                   callbacks=steering())
+    double = train("adam_then_sgd", distributed=True, make_optimizer=make_optimizer,
+                   callbacks=steering())
+    assert int(np.array(single.optimizer.phase)) == 1
+    assert float(np.array(single.optimizer.lr_scale)) < 1.0
+    assert_same_training(single, double)
+
+
+def test_plateau_on_a_steered_builtin_with_a_schedule():
+    from keras_optlab.callbacks import ReduceLROnPlateau
+
+    def make_optimizer():
+        schedule = keras.optimizers.schedules.ExponentialDecay(0.01, 4, 0.5)
+        return optimizers.Steered(keras.optimizers.Adam(schedule))
+
+    def plateau():
+        return [ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9)]
+
+    single = train("adam", distributed=False, make_optimizer=make_optimizer, callbacks=plateau())
+    double = train("adam", distributed=True, make_optimizer=make_optimizer, callbacks=plateau())
+    assert float(np.array(single.optimizer.lr_scale)) == 0.25
+    assert_same_training(single, double)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import keras
@@ -42,7 +41,7 @@ class Steered(SteerableOptimizer):
     Everything the inner optimizer applies uses the scaled rate: its update,
     and decoupled weight decay (`AdamW`), as when Keras' own plateau callback
     lowers a float learning rate. `optimizer.learning_rate` returns the
-    scaled rate; the inner optimizer's own `learning_rate` stays unscaled.
+    scaled rate, and so does the inner optimizer's own `learning_rate`.
 
     Example:
 
@@ -88,6 +87,14 @@ class Steered(SteerableOptimizer):
         # number of variables is the same built fresh or loaded.
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
+        # Every place Keras reads the rate during an update (update_step's
+        # argument, weight decay, PyTorch's fused paths) goes through
+        # `_get_current_learning_rate`: shadowing it on the inner instance
+        # scales them all. It is set once, not around each `apply`, because
+        # tf.distribute runs the replicas' `apply` in parallel threads.
+        object.__setattr__(
+            inner_optimizer, "_get_current_learning_rate", self._get_current_learning_rate
+        )
 
     def build(self, var_list):
         self.inner_optimizer.build(var_list)
@@ -102,8 +109,8 @@ class Steered(SteerableOptimizer):
         return self.inner_optimizer.iterations
 
     def _inner_rate(self):
-        # The class's method, not the instance's: while `apply` runs, the
-        # instance attribute is the scaled rate (see `_scaled_inner`).
+        # The class's method, not the instance's: the instance attribute is
+        # the scaled rate (see `__init__`).
         inner = self.inner_optimizer
         return type(inner)._get_current_learning_rate(inner)
 
@@ -125,26 +132,11 @@ class Steered(SteerableOptimizer):
         else:
             self.inner_optimizer.learning_rate = learning_rate
 
-    @contextlib.contextmanager
-    def _scaled_inner(self):
-        # Every place Keras reads the rate during an update (update_step's
-        # argument, weight decay, the PyTorch fused paths) goes through
-        # `_get_current_learning_rate`; shadowing it on the instance for the
-        # duration of `apply` scales them all. It is Python-level and happens
-        # while the step is traced, so the compiled step reads `lr_scale`.
-        inner = self.inner_optimizer
-        object.__setattr__(inner, "_get_current_learning_rate", self._get_current_learning_rate)
-        try:
-            yield
-        finally:
-            object.__delattr__(inner, "_get_current_learning_rate")
-
     def apply(self, grads, trainable_variables=None):
         if not self.built:
             self.build(list(trainable_variables))
             self.built = True
-        with self._scaled_inner():
-            self.inner_optimizer.apply(grads, trainable_variables)
+        self.inner_optimizer.apply(grads, trainable_variables)
 
     def scale_loss(self, loss):
         return self.inner_optimizer.scale_loss(loss)

@@ -1,0 +1,135 @@
+"""`make bench`: every benchmark on TensorFlow (XLA) and JAX, one table.
+
+Each backend runs in its own process (KERAS_BACKEND is read when keras is
+imported). The child imports the bench modules beside this file and prints
+their raw timings as JSON; the parent takes medians, forms the ratios against
+the Keras built-in measured in the same process, prints one table and writes
+bench/results.json (to a temporary file first, then renamed).
+
+    make bench                      # or: .venv/bin/python bench/run.py
+    .venv/bin/python bench/run.py --repetitions 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+BACKENDS = ("tensorflow", "jax")
+GOALS = {"optimizer.apply": 1.15, "train step": 1.03}
+
+
+def child(repetitions: int) -> None:
+    sys.path[:0] = [str(HERE), str(HERE.parent)]
+    import bench_optimizers
+    import bench_traces
+    import bench_train_step
+
+    result = {
+        "optimizer.apply": {
+            "times": bench_optimizers.run_backend(repetitions, warmup=3),
+            "pairs": bench_optimizers.PAIRS,
+        },
+        "train step": {
+            "times": bench_train_step.run_backend(repetitions),
+            "pairs": bench_train_step.PAIRS,
+        },
+        "traces": bench_traces.run_backend(),
+    }
+    print("RESULT " + json.dumps(result))
+
+
+def measure(backend: str, repetitions: int) -> dict:
+    environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", "--repetitions", str(repetitions)],
+        env=environment, capture_output=True, text=True, check=False,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode != 0 or not lines:
+        sys.stderr.write(completed.stderr[-4000:])
+        raise SystemExit(f"bench failed on {backend}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def summarise(raw: dict) -> dict:
+    summary = {}
+    for section in ("optimizer.apply", "train step"):
+        medians = {case: statistics.median(t) for case, t in raw[section]["times"].items()}
+        summary[section] = {
+            "median_ms": {case: 1e3 * value for case, value in medians.items()},
+            "ratios": {
+                f"{case} / {reference}": medians[case] / medians[reference]
+                for case, reference in raw[section]["pairs"]
+            },
+        }
+    summary["traces"] = raw["traces"]
+    return summary
+
+
+def print_table(results: dict) -> None:
+    backends = list(results["backends"])
+    for section, goal in GOALS.items():
+        print(f"\n{section} (median ms; ratio to the Keras built-in; goal <= {goal})")
+        header = f"{'case / compared with':70}" + "".join(
+            f"{b + ' ms':>14}{'ratio':>7}" for b in backends
+        )
+        print(header)
+        first = results["backends"][backends[0]][section]
+        for key in first["ratios"]:
+            case = key.split(" / ")[0]
+            row = f"{key:70}"
+            for backend in backends:
+                entry = results["backends"][backend][section]
+                ratio = entry["ratios"][key]
+                flag = "" if ratio <= goal else "*"
+                row += f"{entry['median_ms'][case]:14.2f}{ratio:6.2f}{flag or ' '}"
+            print(row)
+    print("\ntrain-function traces and compile time (8 epochs; switch at epoch 3, "
+          "plateau reductions every epoch from the second)")
+    print(f"{'backend':12}{'run':10}{'traces':>8}{'compile s':>11}{'epoch s':>9}")
+    for backend in backends:
+        for run in ("plain", "steered"):
+            entry = results["backends"][backend]["traces"][run]
+            print(f"{backend:12}{run:10}{entry['traces']:8d}"
+                  f"{entry['compile_s']:11.2f}{entry['epoch_s']:9.3f}")
+    print("\n* misses the goal; see docs/benchmarks.md")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repetitions", type=int, default=25)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--output", default=str(HERE / "results.json"))
+    arguments = parser.parse_args()
+    if arguments.child:
+        child(arguments.repetitions)
+        return 0
+    results = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "repetitions": arguments.repetitions,
+        "backends": {},
+    }
+    for backend in BACKENDS:
+        print(f"measuring {backend} ...", flush=True)
+        results["backends"][backend] = summarise(measure(backend, arguments.repetitions))
+    print_table(results)
+    path = pathlib.Path(arguments.output)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(results, indent=2) + "\n")
+    temporary.replace(path)
+    print(f"\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
