@@ -16,8 +16,12 @@ END = "<!-- END {} -->\n"
 
 def tables() -> dict[str, tuple[pathlib.Path, str]]:
     from keras_optlab.optimizers import registry
+    from keras_optlab.schedules import registry as schedule_registry
 
-    return {"optimizers": (DOCS / "optimizers.md", registry.markdown_table())}
+    return {
+        "optimizers": (DOCS / "optimizers.md", registry.markdown_table()),
+        "schedules": (DOCS / "schedules.md", schedule_registry.markdown_table()),
+    }
 
 
 def replace_section(text: str, key: str, body: str) -> str:

@@ -21,3 +21,12 @@ def test_optimizer_table_lists_every_name():
     text = (DOCS / "optimizers.md").read_text()
     for name in list_optimizers():
         assert f"| `{name}` |" in text
+
+
+def test_schedule_table_lists_every_name():
+    from keras_optlab.schedules import list_schedules
+
+    text = (DOCS / "schedules.md").read_text()
+    for name in list_schedules():
+        assert f"| `{name}` |" in text
+        assert f"(img/schedule_{name}.png)" in text, f"no picture of {name}"

@@ -1,4 +1,4 @@
-"""The classic decays Keras lacks: step decay and capped exponential decay.
+r"""The classic decays Keras lacks: step decay and capped exponential decay.
 
 Time-based decay, $\eta_0 / (1 + k t)$, is Keras' own
 `keras.optimizers.schedules.InverseTimeDecay`; the schedule registry hands

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import keras
 import numpy as np
+
+if TYPE_CHECKING:  # matplotlib is imported only when drawing.
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def plot(
     schedule: keras.optimizers.schedules.LearningRateSchedule,
     steps: int,
     title: Optional[str] = None,
-    ax=None,
-):
+    ax: Optional[Axes] = None,
+) -> Figure:
     """Draws `schedule` over steps `0 .. steps - 1` and returns the Figure.
 
     matplotlib is imported here, not at package import, and drawn with the
