@@ -1,6 +1,7 @@
 """Step time of `optimizer.apply` on ~10M parameters, against Keras' own.
 
-Run: `PYTHONPATH=. .venv/bin/python bench/bench_optimizers.py`
+Run: `make bench` (all benches, TensorFlow and JAX, one table), or one
+backend alone: `KERAS_BACKEND=jax PYTHONPATH=. .venv/bin/python bench/bench_optimizers.py`
 
 One process per backend (TensorFlow: `tf.function(jit_compile=True)` of
 `apply`; JAX: `jax.jit` of `stateless_apply`, with the state donated as the
@@ -8,7 +9,7 @@ trainer does). 20 variables of 500,000 float32 each; the gradients are fixed
 tensors, so only the optimizer's work is timed. After warm-up, the cases are
 timed round-robin, one step each per round, so that a noisy neighbour slows
 all cases alike; the table reports medians and the ratio of medians. Writes
-bench/results_optimizers.json.
+bench/results.json through `make bench`.
 
 Where the goal (ratio <= 1.15) is missed on a CPU, and why (measured with
 minimal pure-JAX programs on the same machine, no Keras involved):
@@ -32,13 +33,7 @@ minimal pure-JAX programs on the same machine, no Keras involved):
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import pathlib
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -156,71 +151,10 @@ def run_backend(repetitions: int, warmup: int) -> dict[str, list[float]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", help="internal: time one backend and print JSON")
-    parser.add_argument("--repetitions", type=int, default=25)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--output", default=str(pathlib.Path(__file__).with_name("results_optimizers.json")))
-    arguments = parser.parse_args()
-
-    if arguments.backend:
-        times = run_backend(arguments.repetitions, arguments.warmup)
-        print("RESULT " + json.dumps(times))
-        return 0
-
-    results = {
-        "parameters": VARIABLES * SIZE,
-        "variables": VARIABLES,
-        "repetitions": arguments.repetitions,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        "backends": {},
-    }
-    for backend in ("tensorflow", "jax"):
-        environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-        completed = subprocess.run(
-            [sys.executable, __file__, "--backend", backend,
-             "--repetitions", str(arguments.repetitions), "--warmup", str(arguments.warmup)],
-            env=environment, capture_output=True, text=True, check=False,
-        )
-        lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-        if completed.returncode != 0 or not lines:
-            print(completed.stderr[-3000:], file=sys.stderr)
-            return 1
-        times = json.loads(lines[-1][len("RESULT "):])
-        medians = {name: statistics.median(values) for name, values in times.items()}
-        results["backends"][backend] = {
-            "median_ms": {name: 1e3 * value for name, value in medians.items()},
-            "ratios": {
-                f"{case} / {reference}": medians[case] / medians[reference]
-                for case, reference in PAIRS
-            },
-        }
-
-    print(f"optimizer.apply, {VARIABLES} variables x {SIZE:,} float32 "
-          f"({VARIABLES * SIZE / 1e6:.0f}M parameters), median of {arguments.repetitions}\n")
-    header = f"{'case':32} {'compared with':26}"
-    for backend in results["backends"]:
-        header += f" {backend + ' ms':>14} {'ratio':>6}"
-    print(header)
-    for case, reference in PAIRS:
-        row = f"{case:32} {reference:26}"
-        for backend, entry in results["backends"].items():
-            ratio = entry["ratios"][f"{case} / {reference}"]
-            row += f" {entry['median_ms'][case]:14.2f} {ratio:6.2f}"
-        print(row)
-    print()
-    for reference in ("keras Adam", "keras SGD(momentum=0.9)", "keras Adam(amsgrad=True)"):
-        row = f"{reference:59}"
-        for entry in results["backends"].values():
-            row += f" {entry['median_ms'][reference]:14.2f} {'':6}"
-        print(row)
-
-    results["notes"] = "Where the goal" + __doc__.split("Where the goal")[1].rstrip()
-    path = pathlib.Path(arguments.output)
-    temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    temporary.replace(path)
-    print(f"\nwrote {path}")
+    """Times the backend of KERAS_BACKEND and prints medians; `make bench`
+    (bench/run.py) runs every bench on TensorFlow and JAX in one table."""
+    for case, values in run_backend(repetitions=25, warmup=3).items():
+        print(f"{case:32} {1e3 * statistics.median(values):8.2f} ms")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Full train step of a small MLP: does steering or a warmup cost anything?
 
-Run: `PYTHONPATH=. .venv/bin/python bench/bench_train_step.py`
+Run: `make bench` (all benches, TensorFlow and JAX, one table), or one
+backend alone: `KERAS_BACKEND=jax PYTHONPATH=. .venv/bin/python bench/bench_train_step.py`
 
 A 784-256-256-10 MLP (relu, softmax, sparse categorical cross-entropy),
 batch 128, compiled with `jit_compile=True`, trained with
@@ -23,9 +24,9 @@ is imported). After warm-up, the cases are timed round-robin: one sample is
 `--steps` consecutive `train_on_batch` calls of one case, then the next case,
 so that a noisy neighbour slows every case alike; each round starts one
 case later than the one before. The table gives the median
-time per step over `--repetitions` samples and the ratio of medians against
+time per step over the `repetitions` samples and the ratio of medians against
 the reference, all measured in the same process. Writes
-bench/results_train_step.json (temporary file, then rename).
+bench/results.json through `make bench`.
 
 Findings (2-core CPU shared with other jobs, load average 4-5):
 
@@ -34,7 +35,7 @@ Findings (2-core CPU shared with other jobs, load average 4-5):
   1.018, 1.049, 1.017 on TensorFlow and 1.061, 0.992, 1.024, 1.005 on JAX;
   `Warmup` 0.990, 0.978, 1.015, 1.011 and 1.057, 0.994, 1.036, 1.001; the
   A/A control 0.996-1.005 and 0.995-1.008. The last run is the one in
-  results_train_step.json.
+  results.json.
 - Timing the jitted JAX train step directly (no `train_on_batch` overhead,
   ~2.5 ms of the ~4-6 ms per call), with a fixed case order, the case timed
   right after the reference read 1.03-1.12 in three runs; with the order
@@ -65,13 +66,7 @@ that aggregate several benches.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import pathlib
-import platform
 import statistics
-import subprocess
 import sys
 import time
 
@@ -82,6 +77,8 @@ CASES = (
     "keras Adam(Warmup(ExponentialDecay, 100))",
     "A/A control: keras Adam(ExponentialDecay) again",
 )
+# (case, reference it is compared with) for bench/run.py's table.
+PAIRS = [(case, REFERENCE) for case in CASES[1:]]
 BATCH = 128
 LAYERS = (784, 256, 256, 10)
 WARMUP_STEPS = 100
@@ -179,71 +176,13 @@ def run_backend(
     return times
 
 
-def _summarise(times: dict[str, list[float]]) -> dict:
-    medians = {case: statistics.median(values) for case, values in times.items()}
-    return {
-        "median_ms": {case: 1e3 * value for case, value in medians.items()},
-        "ratio_to_reference": {case: medians[case] / medians[REFERENCE] for case in CASES},
-        "times_ms": {case: [round(1e3 * t, 4) for t in values] for case, values in times.items()},
-    }
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", help="internal: time one backend and print JSON")
-    parser.add_argument("--repetitions", type=int, default=50)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument(
-        "--output", default=str(pathlib.Path(__file__).with_name("results_train_step.json"))
-    )
-    arguments = parser.parse_args()
-    counts = dict(repetitions=arguments.repetitions, steps=arguments.steps, warmup=arguments.warmup)
+    """Times the backend of KERAS_BACKEND and prints medians; `make bench`
+    (bench/run.py) runs every bench on TensorFlow and JAX in one table."""
+    import statistics
 
-    if arguments.backend:
-        print("RESULT " + json.dumps(run_backend(**counts)))
-        return 0
-
-    results = {
-        "model": "-".join(map(str, LAYERS)) + f" MLP, batch {BATCH}, jit_compile=True",
-        "reference": REFERENCE,
-        **counts,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        "backends": {},
-    }
-    for backend in ("tensorflow", "jax"):
-        environment = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
-        started = time.perf_counter()
-        completed = subprocess.run(
-            [sys.executable, __file__, "--backend", backend]
-            + [f"--{key}={value}" for key, value in counts.items()],
-            env=environment, capture_output=True, text=True, check=False,
-        )
-        lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-        if completed.returncode != 0 or not lines:
-            print(completed.stderr[-3000:], file=sys.stderr)
-            return 1
-        entry = _summarise(json.loads(lines[-1][len("RESULT "):]))
-        entry["wall_s"] = round(time.perf_counter() - started, 1)
-        results["backends"][backend] = entry
-
-    print(f"train_on_batch, {results['model']}; median of {arguments.repetitions} "
-          f"samples of {arguments.steps} steps, cases round-robin\n")
-    header = f"{'case':44}"
-    for backend in results["backends"]:
-        header += f" {backend + ' ms':>14} {'ratio':>6}"
-    print(header)
-    for case in CASES:
-        row = f"{case:44}"
-        for entry in results["backends"].values():
-            row += f" {entry['median_ms'][case]:14.3f} {entry['ratio_to_reference'][case]:6.3f}"
-        print(row)
-
-    path = pathlib.Path(arguments.output)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    temporary.replace(path)
-    print(f"\nwrote {path}")
+    for case, values in run_backend().items():
+        print(f"{case:50} {1e3 * statistics.median(values):8.3f} ms")
     return 0
 
 
