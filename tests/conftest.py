@@ -5,6 +5,21 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_BACKEND_NAME = os.environ.get("KERAS_BACKEND", "tensorflow")
+
+# Two host devices for the distributed tests; both settings must be made
+# before the backend starts, so here rather than in the tests.
+if _BACKEND_NAME == "jax":
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    ).strip()
+elif _BACKEND_NAME == "tensorflow":
+    import tensorflow as tf
+
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -15,6 +30,11 @@ BACKEND = keras.backend.backend()
 # XLA on TensorFlow and jit on JAX; torch.compile is not what users of the
 # PyTorch backend run by default, so PyTorch tests run eagerly.
 JIT_COMPILE = BACKEND != "torch"
+
+# Distribution is tested with the engines Keras users have on each backend:
+# tf.distribute on TensorFlow, keras.distribution on JAX. Keras offers none
+# on PyTorch, so that file is not collected there.
+collect_ignore = ["test_distributed.py"] if BACKEND == "torch" else []
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,11 @@ from typing import Any, Callable, Mapping
 
 import keras
 
+from keras_optlab import _validation
+from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.radam import RAdam
+from keras_optlab.optimizers.swats import SWATS
+from keras_optlab.optimizers.switching import SwitchingOptimizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +118,58 @@ def get(name: str, **kwargs: Any) -> keras.optimizers.Optimizer:
     if isinstance(rate, int) and not isinstance(rate, bool):
         arguments["learning_rate"] = float(rate)
     return entry.factory(**arguments)
+
+
+def adam_then_sgd(
+    learning_rate: Any = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    sgd_learning_rate: Any = 0.01,
+    momentum: float = 0.9,
+    switch_step: int | None = None,
+    second_learning_rate: str | None = None,
+    **kwargs: Any,
+) -> SwitchingOptimizer:
+    """Adam, then SGD with momentum: a `SwitchingOptimizer`.
+
+    The Adam phase is computed with float32 coefficients (keras_optlab's
+    `AdaBound` with its bounds off, whose update is exactly Keras' `Adam`
+    formula), so that it also moves bfloat16 variables, which Keras' `Adam`
+    does not. The second phase is `keras.optimizers.SGD(sgd_learning_rate,
+    momentum=momentum)`. Without `switch_step`, switch with the
+    `keras_optlab.callbacks.SwitchOptimizer` callback.
+
+    Args:
+        learning_rate: Adam's rate: a float >= 0, a schedule or a callable.
+            Defaults to `0.001`.
+        beta_1: Adam's first-moment decay, in [0, 1). Defaults to `0.9`.
+        beta_2: Adam's second-moment decay, in [0, 1). Defaults to `0.999`.
+        epsilon: Adam's epsilon, >= 0. Defaults to `1e-7`, as Keras' `Adam`.
+        sgd_learning_rate: SGD's rate (ignored with
+            `second_learning_rate="estimate"`). Defaults to `0.01`.
+        momentum: SGD's momentum, in [0, 1). Defaults to `0.9`.
+        switch_step: See `SwitchingOptimizer`. Defaults to `None`.
+        second_learning_rate: See `SwitchingOptimizer`. Defaults to `None`.
+        **kwargs: Passed to `SwitchingOptimizer`.
+    """
+    learning_rate = _validation.check_learning_rate(learning_rate)
+    beta_1 = _validation.check_float("beta_1", beta_1, low=0.0, high=1.0, high_open=True)
+    beta_2 = _validation.check_float("beta_2", beta_2, low=0.0, high=1.0, high_open=True)
+    epsilon = _validation.check_float("epsilon", epsilon, low=0.0)
+    sgd_learning_rate = _validation.check_learning_rate(
+        sgd_learning_rate, "sgd_learning_rate"
+    )
+    momentum = _validation.check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    adam = AdaBound(
+        learning_rate=learning_rate, final_lr=None, beta_1=beta_1,
+        beta_2=beta_2, epsilon=epsilon, name="adam",
+    )
+    sgd = keras.optimizers.SGD(learning_rate=sgd_learning_rate, momentum=momentum)
+    return SwitchingOptimizer(
+        adam, sgd, switch_step=switch_step,
+        second_learning_rate=second_learning_rate, **kwargs,
+    )
 
 
 _KINGMA = "Kingma & Ba, 'Adam: A Method for Stochastic Optimization', ICLR 2015, arXiv:1412.6980"
@@ -222,6 +278,39 @@ for _info in (
         family="adaptive",
         update_rule="Adam step times the rectifier r_t while ρ_t ≥ 5; momentum step η m̂ before",
         paper="Liu et al., 'On the Variance of the Adaptive Learning Rate and Beyond', ICLR 2020, arXiv:1908.03265",
+        keras_builtin=False,
+    ),
+    OptimizerInfo(
+        name="adabound",
+        factory=AdaBound,
+        family="adaptive",
+        update_rule="Adam with each element's step size clipped into [η*(1 − 1/(γt+1)), η*(1 + 1/(γt))], η* = final_lr",
+        paper="Luo, Xiong, Liu & Sun, 'Adaptive Gradient Methods with Dynamic Bound of Learning Rate', ICLR 2019, arXiv:1902.09843",
+        keras_builtin=False,
+    ),
+    OptimizerInfo(
+        name="amsbound",
+        factory=AdaBound,
+        family="adaptive",
+        update_rule="AdaBound with v̂ ← max(v̂, v) (AMSGrad's maximum)",
+        paper="Luo, Xiong, Liu & Sun, 'Adaptive Gradient Methods with Dynamic Bound of Learning Rate', ICLR 2019, arXiv:1902.09843",
+        keras_builtin=False,
+        defaults={"amsbound": True},
+    ),
+    OptimizerInfo(
+        name="adam_then_sgd",
+        factory=adam_then_sgd,
+        family="switching",
+        update_rule="Adam while phase = 0, then v ← μ v − η g;  θ ← θ + v once the phase variable is 1 (at switch_step or by callback)",
+        paper="Keskar & Socher, 'Improving Generalization Performance by Switching from Adam to SGD', 2017, arXiv:1712.07628 (manual switch)",
+        keras_builtin=False,
+    ),
+    OptimizerInfo(
+        name="swats",
+        factory=SWATS,
+        family="switching",
+        update_rule="Adam until the averaged projection λ̂ = p·p / (−p·g) settles (|λ̂ − γ| < ε), then SGD with momentum β₁ at rate λ̂",
+        paper="Keskar & Socher, 'Improving Generalization Performance by Switching from Adam to SGD', 2017, arXiv:1712.07628",
         keras_builtin=False,
     ),
 ):

@@ -1,0 +1,334 @@
+"""SWATS: Adam that switches itself to SGD with momentum when its projected
+learning rate has settled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_optlab import _validation
+from keras_optlab.optimizers import _numerics
+from keras_optlab.optimizers.base import SteerableOptimizer
+
+
+def _scalar(optimizer, name, dtype="float32", initial=0):
+    return optimizer.add_variable(
+        shape=(),
+        initializer=keras.initializers.Constant(initial),
+        dtype=dtype,
+        aggregation="only_first_replica",
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_optlab")
+class SWATS(SteerableOptimizer):
+    r"""SWATS: switches from Adam to SGD (Keskar & Socher, 2017).
+
+    Runs Adam, and after each Adam step projects the step $p_k$ onto the
+    gradient to find the SGD learning rate $\gamma_k$ whose step along
+    $-g_k$ has the same projection. When the bias-corrected running average
+    of $\gamma_k$ agrees with $\gamma_k$ to within $\epsilon$, it switches
+    for good to SGD with momentum at that averaged rate $\Lambda$.
+
+    At step $k = 1, 2, \dots$ with gradient $g_k$ (all variables
+    concatenated):
+
+    $$
+    \begin{aligned}
+    \textbf{Adam phase:}\quad
+    m_k &= \beta_1 m_{k-1} + (1 - \beta_1) g_k, \qquad
+    a_k = \beta_2 a_{k-1} + (1 - \beta_2) g_k^2 \\
+    p_k &= -\eta_k \frac{\sqrt{1 - \beta_2^k}}{1 - \beta_1^k}
+          \frac{m_k}{\sqrt{a_k} + \epsilon}, \qquad w_k = w_{k-1} + p_k \\
+    \text{if } p_k^\top g_k \ne 0:\quad
+    \gamma_k &= \frac{p_k^\top p_k}{-p_k^\top g_k}, \qquad
+    \lambda_k = \beta_2 \lambda_{k-1} + (1 - \beta_2) \gamma_k \\
+    \text{if } k > 1 \text{ and }
+      \Big|\frac{\lambda_k}{1 - \beta_2^k} - \gamma_k\Big| < \epsilon:\quad
+      &\text{switch, with } \Lambda = \frac{\lambda_k}{1 - \beta_2^k},\ v = 0 \\
+    \textbf{SGD phase:}\quad
+    v_k &= \beta_1 v_{k-1} + g_k, \qquad
+    w_k = w_{k-1} - (1 - \beta_1)\, \Lambda \frac{\eta_k}{\eta_s}\, v_k
+    \end{aligned}
+    $$
+
+    Symbols map to arguments: $\eta_k$ is `learning_rate` (times
+    `lr_scale`), $\beta_1$ `beta_1` (also SGD's momentum, as in the paper),
+    $\beta_2$ `beta_2`, $\epsilon$ in the denominator `epsilon`, $\epsilon$ in
+    the criterion `switch_tolerance`. $\eta_s$ is the learning rate of the
+    last Adam step.
+
+    Variables: `phase` (0 Adam, 1 SGD; what `LearningRateLogger` and the
+    `SwitchOptimizer` callback read), `switch_iteration` (the `iterations`
+    value of the first SGD step, -1 before), `sgd_learning_rate` ($\Lambda$:
+    while in the Adam phase, the latest $\lambda_k / (1 - \beta_2^k)$; frozen
+    at the switch), `lambda_average` ($\lambda_k$), `switch_learning_rate`
+    ($\eta_s$). Writing 1 into `phase` (the callback does) switches at once
+    with the current $\Lambda$.
+
+    Departures and conventions:
+
+    - **Global or per-variable criterion.** The paper's $p_k$, $g_k$,
+      $\gamma_k$ and $\lambda_k$ span all variables at once: one switch
+      for the whole model (`criterion="global"`, the default). The PyTorch
+      ports apply the test to each parameter tensor separately, so layers
+      switch at different steps, each with its own $\Lambda$
+      (`criterion="per_variable"`; then `phase` becomes 1 when every
+      variable has switched). The global sums use the gradients after
+      Keras' cross-replica reduction.
+    - **Learning-rate decay after the switch.** The paper decays $\Lambda$
+      when it decays the learning rate; here the SGD rate follows the
+      learning rate as $\Lambda \eta_k / \eta_s$, so a schedule or a plateau
+      callback (through `lr_scale`) acts on both phases.
+    - **Sign of $\Lambda$.** As in the paper, nothing forces $\Lambda > 0$
+      (some ports do); $\gamma_k > 0$ whenever the Adam step is a descent
+      direction, which is the usual case.
+    - **Epsilon** is added to $\sqrt{a_k}$ before the bias correction, as in
+      the paper and Keras' `Adam`. The paper uses $10^{-9}$ both there and
+      in the criterion; these are the defaults.
+    - **Non-finite gradients** reach the moments and the projections; wrap
+      the optimizer in `keras.optimizers.LossScaleOptimizer` to skip such
+      steps without touching any state.
+
+    Reference:
+        Nitish Shirish Keskar, Richard Socher. "Improving Generalization
+        Performance by Switching from Adam to SGD". 2017. arXiv:1712.07628.
+
+    Example:
+
+    ```python
+    from keras_optlab.optimizers import SWATS
+    optimizer = SWATS(learning_rate=1e-3)
+    ```
+
+    Args:
+        learning_rate: A float >= 0, a
+            `keras.optimizers.schedules.LearningRateSchedule`, or a callable
+            returning the rate. Defaults to `0.001`.
+        beta_1: Adam's first-moment decay and SGD's momentum, in [0, 1).
+            Defaults to `0.9`.
+        beta_2: Adam's second-moment decay and the decay of $\lambda_k$, in
+            [0, 1). Defaults to `0.999`.
+        epsilon: Added to $\sqrt{a_k}$, >= 0. Defaults to `1e-9`, the paper's.
+        switch_tolerance: The criterion's $\epsilon$, >= 0. Defaults to
+            `1e-9`, the paper's.
+        criterion: `"global"` (the paper) or `"per_variable"` (the PyTorch
+            ports). Defaults to `"global"`.
+        **kwargs: Passed to `keras.optimizers.Optimizer`: `weight_decay`,
+            `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
+            `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`, `name`.
+    """
+
+    def __init__(
+        self,
+        learning_rate: Any = 0.001,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-9,
+        switch_tolerance: float = 1e-9,
+        criterion: str = "global",
+        name: str = "swats",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.beta_1 = _validation.check_float("beta_1", beta_1, low=0.0, high=1.0, high_open=True)
+        self.beta_2 = _validation.check_float("beta_2", beta_2, low=0.0, high=1.0, high_open=True)
+        self.epsilon = _validation.check_float("epsilon", epsilon, low=0.0)
+        self.switch_tolerance = _validation.check_float(
+            "switch_tolerance", switch_tolerance, low=0.0
+        )
+        self.criterion = _validation.check_choice(
+            "criterion", criterion, ("global", "per_variable")
+        )
+        # Fixed order, right after `iteration` and `lr_scale`.
+        self.phase = _scalar(self, "phase", "int32", 0)
+        self.switch_iteration = _scalar(self, "switch_iteration", "int32", -1)
+        self.sgd_learning_rate = _scalar(self, "sgd_learning_rate")
+        self.lambda_average = _scalar(self, "lambda_average")
+        self.switch_learning_rate = _scalar(self, "switch_learning_rate")
+        # Per-step sums over all variables; reset at every step.
+        self._projection_square = _scalar(self, "projection_square")
+        self._projection_gradient = _scalar(self, "projection_gradient")
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(
+            var_list, ["momentum", "velocity"]
+        )
+        if self.criterion == "per_variable":
+            # One switch state per variable: phase, switch iteration,
+            # lambda, Lambda and the learning rate at the switch.
+            self._variable_states = [
+                [
+                    _scalar(self, f"{variable.name}_phase", "int32", 0),
+                    _scalar(self, f"{variable.name}_switch_iteration", "int32", -1),
+                    _scalar(self, f"{variable.name}_lambda_average"),
+                    _scalar(self, f"{variable.name}_sgd_learning_rate"),
+                    _scalar(self, f"{variable.name}_switch_learning_rate"),
+                ]
+                for variable in var_list
+            ]
+
+    def _criterion(self, lambda_average, projection_square, projection_gradient, step, in_adam):
+        """`(lambda_k, Lambda candidate, valid, fire)` from this step's sums."""
+        valid = ops.logical_and(in_adam, ops.not_equal(projection_gradient, 0.0))
+        gamma = projection_square / ops.where(valid, -projection_gradient, 1.0)
+        updated = self.beta_2 * lambda_average + (1.0 - self.beta_2) * gamma
+        lambda_new = ops.where(valid, updated, lambda_average)
+        corrected = lambda_new / _numerics.one_minus_power(self.beta_2, step)
+        close = ops.less(ops.abs(corrected - gamma), self.switch_tolerance)
+        fire = ops.logical_and(ops.logical_and(valid, ops.greater(step, 1.0)), close)
+        return lambda_new, corrected, valid, fire
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        self._projection_square.assign(0.0)
+        self._projection_gradient.assign(0.0)
+        super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+        step = _numerics.step_count(self)
+        iteration = ops.cast(self.iterations, "int32")
+        phase = ops.convert_to_tensor(self.phase)
+        rate = ops.cast(learning_rate, "float32")
+        if self.criterion == "global":
+            in_adam = ops.equal(phase, 0)
+            lambda_new, corrected, valid, fire = self._criterion(
+                ops.convert_to_tensor(self.lambda_average),
+                ops.convert_to_tensor(self._projection_square),
+                ops.convert_to_tensor(self._projection_gradient),
+                step,
+                in_adam,
+            )
+            self.lambda_average.assign(lambda_new)
+            self.sgd_learning_rate.assign(
+                ops.where(valid, corrected, ops.convert_to_tensor(self.sgd_learning_rate))
+            )
+            self.switch_learning_rate.assign(
+                ops.where(in_adam, rate, ops.convert_to_tensor(self.switch_learning_rate))
+            )
+            new_phase = ops.where(fire, 1, phase)
+        else:
+            # 1 once every variable has switched (or the phase was written).
+            all_switched = ops.ones((), "int32")
+            for state in self._variable_states:
+                all_switched = ops.minimum(all_switched, ops.convert_to_tensor(state[0]))
+            new_phase = ops.maximum(all_switched, phase)
+        # The first SGD step is the first step taken with phase 1.
+        first_sgd_step = ops.logical_and(
+            ops.equal(phase, 1),
+            ops.less(ops.convert_to_tensor(self.switch_iteration), 0),
+        )
+        self.switch_iteration.assign(
+            ops.where(first_sgd_step, iteration, ops.convert_to_tensor(self.switch_iteration))
+        )
+        self.phase.assign(new_phase)
+
+    def update_step(self, gradient, variable, learning_rate):
+        dtype = variable.dtype
+        gradient = ops.cast(gradient, dtype)
+        index = self._get_variable_index(variable)
+        momentum = self._momentums[index]
+        velocity = self._velocities[index]
+        step = _numerics.step_count(self)
+        iteration = ops.cast(self.iterations, "int32")
+        learning_rate = ops.cast(learning_rate, "float32")
+
+        global_phase = ops.convert_to_tensor(self.phase)
+        if self.criterion == "global":
+            phase = global_phase
+            switch_iteration = ops.convert_to_tensor(self.switch_iteration)
+            sgd_rate = ops.convert_to_tensor(self.sgd_learning_rate)
+            switch_rate = ops.convert_to_tensor(self.switch_learning_rate)
+        else:
+            state = self._variable_states[index]
+            phase = ops.maximum(ops.convert_to_tensor(state[0]), global_phase)
+            switch_iteration = ops.convert_to_tensor(state[1])
+            sgd_rate = ops.convert_to_tensor(state[3])
+            switch_rate = ops.convert_to_tensor(state[4])
+        in_sgd = ops.equal(phase, 1)
+        first_sgd_step = ops.logical_and(in_sgd, ops.less(switch_iteration, 0))
+
+        # Both phases are one expression whose scalar coefficients the phase
+        # selects: per-element selects (`where` on whole tensors) cost as
+        # much as the update itself under XLA on CPU. SGD's velocity reuses
+        # Adam's first-moment slot, zeroed at the switch as in the paper, so
+        # a step reads and writes what Adam's does.
+        #   Adam: m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
+        #   SGD:  m <- b1 m + g (m = 0 first); v unchanged
+        beta_1, beta_2 = self.beta_1, self.beta_2
+        keep_m = ops.where(in_sgd, ops.where(first_sgd_step, 0.0, beta_1), beta_1)
+        add_g = ops.where(in_sgd, 1.0, 1.0 - beta_1)
+        keep_v = ops.where(in_sgd, 1.0, beta_2)
+        add_g2 = ops.where(in_sgd, 0.0, 1.0 - beta_2)
+        m_new = ops.add(
+            ops.multiply(ops.convert_to_tensor(momentum), ops.cast(keep_m, dtype)),
+            ops.multiply(gradient, ops.cast(add_g, dtype)),
+        )
+        v_new = ops.add(
+            ops.multiply(ops.convert_to_tensor(velocity), ops.cast(keep_v, dtype)),
+            ops.multiply(ops.square(gradient), ops.cast(add_g2, dtype)),
+        )
+        correction_1, correction_2 = _numerics.bias_corrections(beta_1, beta_2, step)
+        adam_scale = ops.where(
+            in_sgd, 0.0, learning_rate * ops.sqrt(correction_2) / correction_1
+        )
+        usable = ops.greater(switch_rate, 0.0)
+        ratio = ops.where(
+            usable, learning_rate / ops.where(usable, switch_rate, 1.0), 0.0
+        )
+        sgd_scale = ops.where(in_sgd, (1.0 - beta_1) * sgd_rate * ratio, 0.0)
+
+        denominator = ops.add(ops.sqrt(v_new), ops.cast(self.epsilon, dtype))
+        if self.epsilon == 0.0:
+            # 0 * (m / 0) would be NaN in the SGD phase for coordinates whose
+            # gradient was always zero.
+            denominator = ops.where(ops.equal(denominator, 0), ops.ones_like(denominator), denominator)
+        # Adam's step p_k (zero in the SGD phase, where adam_scale is 0).
+        adam_step = ops.negative(
+            ops.multiply(ops.divide(m_new, denominator), ops.cast(adam_scale, dtype))
+        )
+        self.assign(momentum, m_new)
+        self.assign(velocity, v_new)
+        self.assign_add(
+            variable,
+            ops.subtract(adam_step, ops.multiply(m_new, ops.cast(sgd_scale, dtype))),
+        )
+
+        step_32 = ops.cast(adam_step, "float32")
+        square = ops.sum(ops.square(step_32))
+        dot = ops.sum(step_32 * ops.cast(gradient, "float32"))
+        if self.criterion == "global":
+            self.assign_add(self._projection_square, square)
+            self.assign_add(self._projection_gradient, dot)
+            return
+
+        phase_var, switch_var, lambda_var, rate_var, switch_rate_var = state
+        in_adam = ops.logical_not(in_sgd)
+        lambda_new, corrected, valid, fire = self._criterion(
+            ops.convert_to_tensor(lambda_var), square, dot, step, in_adam
+        )
+        self.assign(lambda_var, lambda_new)
+        self.assign(rate_var, ops.where(valid, corrected, sgd_rate))
+        self.assign(switch_rate_var, ops.where(in_adam, learning_rate, switch_rate))
+        self.assign(
+            switch_var, ops.where(first_sgd_step, iteration, switch_iteration)
+        )
+        self.assign(phase_var, ops.where(fire, 1, phase))
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "beta_1": self.beta_1,
+                "beta_2": self.beta_2,
+                "epsilon": self.epsilon,
+                "switch_tolerance": self.switch_tolerance,
+                "criterion": self.criterion,
+            }
+        )
+        return config

@@ -1,0 +1,277 @@
+"""SWATS against an independent NumPy transcription of Algorithm 1 of
+Keskar & Socher (2017), on problems where the switch really happens."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import (
+    BACKEND,
+    JIT_COMPILE,
+    assert_weights_close,
+    optimizer_state,
+    regression_data,
+    small_model,
+    weights_of,
+)
+from keras_optlab.callbacks import SwitchOptimizer
+from keras_optlab.optimizers import SWATS
+
+
+def swats_reference(theta, gradient_fn, steps, lr, groups, beta_1=0.9,
+                    beta_2=0.999, eps=1e-9, tol=1e-9):
+    """Algorithm 1, each group of coordinates with its own criterion (one
+    group spanning everything is the paper's global criterion). `lr` is a
+    number or a function of k; after a switch SGD steps with
+    Lambda * lr(k) / lr(k_switch), this library's reading of the paper's
+    "decay Lambda with the learning rate".
+
+    Returns the trajectory, the step k (1-based) at which each group
+    switched (None if never), and each group's Lambda."""
+    theta = theta.astype(np.float64).copy()
+    m = np.zeros_like(theta)
+    a = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    lam = [0.0] * len(groups)
+    rate = [0.0] * len(groups)
+    switched_at = [None] * len(groups)
+    rate_at_switch = [None] * len(groups)
+    learning_rate = lr if callable(lr) else (lambda k: lr)
+    trajectory = []
+    for k in range(1, steps + 1):
+        eta = learning_rate(k)
+        g = gradient_fn(theta)
+        new = theta.copy()
+        for i, part in enumerate(groups):
+            if switched_at[i] is not None:
+                v[part] = beta_1 * v[part] + g[part]
+                new[part] = theta[part] - (1 - beta_1) * rate[i] * eta / rate_at_switch[i] * v[part]
+                continue
+            m[part] = beta_1 * m[part] + (1 - beta_1) * g[part]
+            a[part] = beta_2 * a[part] + (1 - beta_2) * g[part] ** 2
+            p = -eta * np.sqrt(1 - beta_2**k) / (1 - beta_1**k) * m[part] / (np.sqrt(a[part]) + eps)
+            new[part] = theta[part] + p
+            if p @ g[part] != 0:
+                gamma = (p @ p) / (-(p @ g[part]))
+                lam[i] = beta_2 * lam[i] + (1 - beta_2) * gamma
+                corrected = lam[i] / (1 - beta_2**k)
+                if k > 1 and abs(corrected - gamma) < tol:
+                    switched_at[i] = k
+                    rate[i] = corrected
+                    rate_at_switch[i] = eta
+                    v[part] = 0.0
+        theta = new
+        trajectory.append(theta.copy())
+    return np.array(trajectory), switched_at, rate
+
+
+THETA = np.array([1.5, -2.0, 0.5, 3.0, -0.7, 0.9])
+SCALES = np.array([1.0, 0.5, 2.0, 0.1, 4.0, 0.3])
+# Coordinates of order 1 to 3 resolve to about 2e-7 in float32; momentum
+# SGD swings them through zero, where only an absolute tolerance is fair.
+ATOL = 1e-6
+ALL = [slice(0, 6)]
+HALVES = [slice(0, 3), slice(3, 6)]
+
+
+def gradient_fn(x):
+    return SCALES * x + 0.3
+
+
+def run_apply(optimizer, theta, steps, parts):
+    """Trains one keras.Variable per part of `theta`."""
+    variables = [keras.Variable(theta[part].astype("float32")) for part in parts]
+    trajectory = []
+    for _ in range(steps):
+        current = np.concatenate([np.array(v) for v in variables]).astype(np.float64)
+        g = gradient_fn(current).astype("float32")
+        optimizer.apply([keras.ops.convert_to_tensor(g[part]) for part in parts], variables)
+        trajectory.append(np.concatenate([np.array(v) for v in variables]).astype(np.float64))
+    return np.array(trajectory)
+
+
+@pytest.mark.parametrize("parts", [ALL, HALVES], ids=["one_variable", "two_variables"])
+def test_global_criterion_matches_reference_and_switches_where_it_does(parts):
+    steps = 150
+    optimizer = SWATS(learning_rate=0.01, beta_2=0.9, switch_tolerance=1e-5)
+    actual = run_apply(optimizer, THETA, steps, parts)
+    expected, switched_at, rate = swats_reference(
+        THETA, gradient_fn, steps, 0.01, ALL, beta_2=0.9, tol=1e-5
+    )
+    assert switched_at == [74]
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=ATOL)
+    assert int(np.array(optimizer.phase)) == 1
+    # Decided at step 74 (iterations 73): the first SGD step is iterations 74.
+    assert int(np.array(optimizer.switch_iteration)) == 74
+    np.testing.assert_allclose(float(np.array(optimizer.sgd_learning_rate)), rate[0], rtol=1e-5)
+
+
+def test_criterion_waits_for_the_second_step():
+    # At k = 1 the bias-corrected average equals gamma exactly; the paper's
+    # k > 1 keeps it from switching then. Near-constant gradients make the
+    # criterion hold at k = 2.
+    steps = 60
+    optimizer = SWATS(learning_rate=0.01, switch_tolerance=1e-4)
+    actual = run_apply(optimizer, THETA, steps, ALL)
+    expected, switched_at, _ = swats_reference(THETA, gradient_fn, steps, 0.01, ALL, tol=1e-4)
+    assert switched_at == [2]
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=ATOL)
+    assert int(np.array(optimizer.switch_iteration)) == 2
+
+
+def test_per_variable_criterion_switches_each_variable_on_its_own():
+    steps = 120
+    optimizer = SWATS(learning_rate=0.05, beta_2=0.9, switch_tolerance=1e-4, criterion="per_variable")
+    actual = run_apply(optimizer, THETA, steps, HALVES)
+    expected, switched_at, _ = swats_reference(
+        THETA, gradient_fn, steps, 0.05, HALVES, beta_2=0.9, tol=1e-4
+    )
+    assert switched_at == [None, 28]
+    # The global criterion does not fire on this problem.
+    _, global_switch, _ = swats_reference(THETA, gradient_fn, steps, 0.05, ALL, beta_2=0.9, tol=1e-4)
+    assert global_switch == [None]
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=ATOL)
+    # `phase` is 1 only once every variable has switched.
+    assert int(np.array(optimizer.phase)) == 0
+
+
+def test_sgd_rate_follows_a_learning_rate_schedule_after_the_switch():
+    # The SGD phase steps with Lambda * eta_k / eta_s: a decaying schedule
+    # keeps decaying after the switch.
+    steps = 80
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=10, decay_rate=0.8)
+    optimizer = SWATS(learning_rate=schedule, switch_tolerance=1e-4)
+    actual = run_apply(optimizer, THETA, steps, ALL)
+    expected, switched_at, _ = swats_reference(
+        THETA, gradient_fn, steps, lambda k: 0.01 * 0.8 ** ((k - 1) / 10), ALL, tol=1e-4
+    )
+    assert switched_at == [2]
+    assert int(np.array(optimizer.phase)) == 1
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=ATOL)
+
+
+def test_zero_retraces_when_swats_switches_mid_fit():
+    traces = {"count": 0}
+
+    class CountingModel(keras.Sequential):
+        def train_step(self, *args, **kwargs):
+            traces["count"] += 1
+            return super().train_step(*args, **kwargs)
+
+    def fit(tolerance):
+        traces["count"] = 0
+        keras.utils.set_random_seed(0)
+        model = CountingModel(
+            [keras.Input((8,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)]
+        )
+        model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=tolerance),
+                      loss="mse", jit_compile=JIT_COMPILE)
+        x, y = regression_data(n=64)
+        model.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0)
+        return traces["count"], int(np.array(model.optimizer.phase))
+
+    never, never_phase = fit(0.0)
+    switching, switched_phase = fit(1.0)
+    assert (never_phase, switched_phase) == (0, 1)
+    assert never >= 1 and switching == never
+
+
+@pytest.mark.parametrize("criterion", ["global", "per_variable"])
+def test_saved_before_and_after_the_switch_resume_like_uninterrupted(criterion, tmp_path):
+    x, y = regression_data(n=96)
+    chunks = [slice(0, 32), slice(32, 64), slice(64, 96)]
+
+    def fresh():
+        model = small_model()
+        # A loose tolerance makes the switch happen at step 2.
+        model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=1.0, criterion=criterion),
+                      loss="mse", jit_compile=JIT_COMPILE)
+        return model
+
+    def fit(model, chunk, batch_size):
+        model.fit(x[chunk], y[chunk], batch_size=batch_size, shuffle=False, verbose=0)
+
+    # The first chunk in one batch of 32 (one step, Adam), then batches of 8.
+    plan = [(chunks[0], 32), (chunks[1], 8), (chunks[2], 8)]
+    uninterrupted = fresh()
+    for chunk, batch in plan:
+        fit(uninterrupted, chunk, batch)
+    assert int(np.array(uninterrupted.optimizer.switch_iteration)) == 2
+
+    for saved_after, expected_phase in [(1, 0), (2, 1)]:
+        model = fresh()
+        for chunk, batch in plan[:saved_after]:
+            fit(model, chunk, batch)
+        path = os.path.join(tmp_path, f"swats_{saved_after}.keras")
+        model.save(path)
+        restored = keras.models.load_model(path)
+        assert isinstance(restored.optimizer, SWATS)
+        if criterion == "global":
+            assert int(np.array(restored.optimizer.phase)) == expected_phase
+        assert_weights_close(
+            optimizer_state(restored.optimizer), optimizer_state(model.optimizer), rtol=0, atol=0
+        )
+        for chunk, batch in plan[saved_after:]:
+            fit(restored, chunk, batch)
+        assert_weights_close(weights_of(restored), weights_of(uninterrupted))
+
+
+def apply_once(optimizer, grads, variables):
+    if BACKEND != "jax":
+        optimizer.apply(grads, variables)
+        return
+    if not optimizer.built:
+        optimizer.build(variables)
+    new_values, new_state = optimizer.stateless_apply(
+        [v.value for v in optimizer.variables], grads, [v.value for v in variables]
+    )
+    for variable, value in zip(variables, new_values):
+        variable.assign(value)
+    for variable, value in zip(optimizer.variables, new_state):
+        variable.assign(value)
+
+
+@pytest.mark.parametrize("steps_before", [1, 4])  # Adam phase, then SGD phase
+def test_non_finite_step_under_loss_scaling_leaves_state_untouched(steps_before):
+    inner = SWATS(learning_rate=0.01, switch_tolerance=1e-4)
+    optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=4.0)
+    variable = keras.Variable(THETA.astype("float32"))
+    for _ in range(steps_before):
+        g = gradient_fn(np.array(variable).astype(np.float64)).astype("float32") * 4.0
+        apply_once(optimizer, [keras.ops.convert_to_tensor(g)], [variable])
+    assert int(np.array(inner.phase)) == (0 if steps_before == 1 else 1)
+    weights, state = np.array(variable), optimizer_state(inner)
+    bad = np.array([1.0, np.nan, 0.0, 0.0, np.inf, 0.0], "float32")
+    apply_once(optimizer, [keras.ops.convert_to_tensor(bad)], [variable])
+    np.testing.assert_array_equal(np.array(variable), weights)
+    assert_weights_close(optimizer_state(inner), state, rtol=0, atol=0)
+
+
+def test_callback_can_force_the_switch_with_the_current_estimate():
+    x, y = regression_data(n=64)
+    model = small_model()
+    model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=0.0),
+                  loss="mse", jit_compile=JIT_COMPILE)
+    switch = SwitchOptimizer(at_epoch=0)
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[switch])
+    optimizer = model.optimizer
+    assert switch.switch_epoch == 1
+    assert int(np.array(optimizer.phase)) == 1
+    assert int(np.array(optimizer.switch_iteration)) == 4
+    assert float(np.array(optimizer.sgd_learning_rate)) > 0
+
+
+@pytest.mark.parametrize(
+    "argument, value, message",
+    [
+        ("switch_tolerance", -1e-9, r"Argument `switch_tolerance` must be in \[0, inf\). Received: switch_tolerance=-1e-09"),
+        ("criterion", "layerwise", r"Argument `criterion` must be one of 'global', 'per_variable'"),
+        ("beta_2", 1.0, r"Argument `beta_2` must be in \[0, 1\). Received: beta_2=1.0"),
+        ("epsilon", -1.0, r"Argument `epsilon` must be in \[0, inf\)"),
+    ],
+)
+def test_bad_arguments(argument, value, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        SWATS(**{argument: value})
