@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds and report mean and spread (default: 1)")
     compare.add_argument("--learning-rate", type=_rate_pair, action="append", default=[], metavar="NAME=RATE",
                          help="override the registry's suggested rate for one optimizer; repeatable")
+    compare.add_argument("--switch-epoch", type=int, default=None,
+                         help="epoch at whose end adam_then_sgd switches to SGD (default: half of --epochs)")
     compare.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
                          help="XLA/jit for the train step (default: auto, Keras' choice)")
     compare.add_argument("--steps-per-execution", type=int, default=None, help="train steps per compiled call (default: 16)")
@@ -139,6 +141,7 @@ def _run_compare(args) -> None:
             else args.steps_per_execution
         ),
         verbose=_verbosity(args.quiet),
+        switch_epoch=args.switch_epoch,
     )
     if not args.quiet:
         print()

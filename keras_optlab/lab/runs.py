@@ -298,6 +298,7 @@ def compare(
     steps_per_execution: int = DEFAULT_STEPS_PER_EXECUTION,
     verbose: int = 1,
     log: Callable[[str], None] | None = None,
+    switch_epoch: int | None = None,
 ) -> CompareResults:
     """Trains the same model from the same initial weights with each optimizer.
 
@@ -326,6 +327,12 @@ def compare(
             prints "run k of N" before each run. Defaults to 1.
         log: Called with each "run k of N" line. Defaults to `None` (print to
             stdout).
+        switch_epoch: For a switching optimizer that has neither a
+            `switch_step` nor a criterion of its own (`adam_then_sgd`): the
+            1-based epoch at whose end the `SwitchOptimizer` callback moves
+            it to its second phase, in [1, epochs]. Without a switch it
+            would be plain Adam for the whole run. Defaults to `None`: the
+            middle epoch, `max(1, epochs // 2)`.
 
     Returns:
         A `CompareResults`.
@@ -362,6 +369,10 @@ def compare(
         seeds = _validation.check_int("seeds", seeds, low=1)
         steps_per_execution = _validation.check_int("steps_per_execution", steps_per_execution, low=1)
         verbose = _validation.check_int("verbose", verbose, low=0, high=2)
+        switch_epoch = (
+            max(1, epochs // 2) if switch_epoch is None
+            else _validation.check_int("switch_epoch", switch_epoch, low=1, high=epochs)
+        )
         if batch_size != "full":
             _check_batch_size(batch_size, 0)
         if jit_compile != "auto":
@@ -378,7 +389,7 @@ def compare(
     try:
         results = _run_all(
             names, rates, dataset, model, epochs, batch_size, seed, seeds,
-            jit_compile, steps_per_execution, verbose, say,
+            jit_compile, steps_per_execution, verbose, say, switch_epoch,
         )
         results.wall_seconds = time.perf_counter() - started
         if staging is not None:
@@ -390,13 +401,25 @@ def compare(
     return results
 
 
+def _switch_callbacks(optimizer, switch_epoch: int, callback_class) -> list:
+    """A `SwitchOptimizer` for a `SwitchingOptimizer` that would otherwise
+    never leave its first phase (no `switch_step`); nothing for the rest.
+    It comes before `LearningRateLogger`, so the switch epoch's logs already
+    show the new phase and rate."""
+    from keras_optlab.optimizers import SwitchingOptimizer
+
+    if isinstance(optimizer, SwitchingOptimizer) and optimizer.switch_step is None:
+        return [callback_class(at_epoch=switch_epoch - 1)]
+    return []
+
+
 def _run_all(
     names, rates, dataset_name, model_name, epochs, batch_size, seed, seeds,
-    jit_compile, steps_per_execution, verbose, say,
+    jit_compile, steps_per_execution, verbose, say, switch_epoch,
 ) -> CompareResults:
     import keras
 
-    from keras_optlab.callbacks import LearningRateLogger
+    from keras_optlab.callbacks import LearningRateLogger, SwitchOptimizer
     from keras_optlab.lab import data, models
     from keras_optlab.optimizers import registry
 
@@ -416,8 +439,9 @@ def _run_all(
                 )
             network = keras.models.clone_model(template)
             network.set_weights(initial_weights)
+            optimizer = registry.get(name, learning_rate=rates[name])
             network.compile(
-                optimizer=registry.get(name, learning_rate=rates[name]),
+                optimizer=optimizer,
                 loss="sparse_categorical_crossentropy",
                 metrics=["accuracy"],
                 jit_compile=jit_compile,
@@ -431,7 +455,8 @@ def _run_all(
                 validation_data=(dataset.x_val, dataset.y_val),
                 batch_size=batch, epochs=epochs, shuffle=True,
                 verbose=verbose,
-                callbacks=[LearningRateLogger(), probe.callback],
+                callbacks=_switch_callbacks(optimizer, switch_epoch, SwitchOptimizer)
+                + [LearningRateLogger(), probe.callback],
             )
             runs.append(
                 RunRecord(
@@ -455,6 +480,7 @@ def _run_all(
         "keras_version": keras.__version__,
         "jit_compile": jit_compile,
         "steps_per_execution": steps_per_execution,
+        "switch_epoch": switch_epoch,
         "train_examples": int(len(dataset.x_train)),
         "validation_examples": int(len(dataset.x_val)),
     }
