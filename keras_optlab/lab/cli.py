@@ -166,9 +166,9 @@ def _batch_size(text: str | None, default: int) -> int | str:
 
 
 def _run_find_lr(args) -> None:
-    from keras_optlab.lab import find_lr
+    from keras_optlab.lab import lr_range
 
-    result = find_lr.find_lr_on_dataset(
+    result = lr_range.find_lr_on_dataset(
         dataset=args.dataset,
         model=args.model,
         optimizer=args.optimizer,
@@ -189,7 +189,7 @@ def _run_find_lr(args) -> None:
 
 
 def _run_surface(args) -> None:
-    from keras_optlab.lab import surface
+    from keras_optlab.lab import surfaces
     from keras_optlab.lab.errors import UsageError
 
     start = None
@@ -198,7 +198,7 @@ def _run_surface(args) -> None:
             start = tuple(float(v) for v in args.start)
         except ValueError:
             raise UsageError(f"Argument `start` must be two numbers X,Y. Received: start={','.join(args.start)!r}") from None
-    surface.surface_report(
+    surfaces.surface_report(
         function=args.function,
         optimizers=args.optimizers,
         steps=args.steps,

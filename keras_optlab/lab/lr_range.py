@@ -320,11 +320,22 @@ def find_lr_on_dataset(
     from keras_optlab.lab.report import ReportFolder, write_json
     from keras_optlab.optimizers import registry
 
+    from keras_optlab import _validation
+
+    start_lr = DEFAULT_START_LR if start_lr is None else start_lr
+    end_lr = DEFAULT_END_LR if end_lr is None else end_lr
+    steps = DEFAULT_STEPS if steps is None else steps
+    # Checked here too, so that bad input fails before data and model load.
     with as_usage_error():
         registry.info(optimizer)
         models.check_model_name(model)
         if dataset not in data.DATASETS:
             data.load_dataset(dataset)
+        start_lr = _validation.check_float("start_lr", start_lr, low=0.0, low_open=True)
+        _validation.check_float("end_lr", end_lr, low=start_lr, low_open=True)
+        _validation.check_int("steps", steps, low=3)
+        _validation.check_int("batch_size", batch_size, low=1)
+        _validation.check_int("seed", seed, low=0)
     staging = ReportFolder(out) if out is not None else None
     try:
         chosen = data.load_dataset(dataset)
@@ -332,9 +343,7 @@ def find_lr_on_dataset(
         result = find_lr(
             network, chosen.x_train, chosen.y_train, optimizer=optimizer,
             loss="sparse_categorical_crossentropy",
-            start_lr=DEFAULT_START_LR if start_lr is None else start_lr,
-            end_lr=DEFAULT_END_LR if end_lr is None else end_lr,
-            steps=DEFAULT_STEPS if steps is None else steps,
+            start_lr=start_lr, end_lr=end_lr, steps=steps,
             batch_size=batch_size, seed=seed, verbose=verbose,
         )
         if staging is not None:
