@@ -30,6 +30,10 @@ CASES = {
         ["compare", "--epochs", "0"], ["Argument `epochs` must be in [1, inf). Received: epochs=0"],
     ),
     "negative epochs": (["compare", "--epochs", "-3"], ["Received: epochs=-3"]),
+    "zero steps per execution": (
+        ["compare", "--steps-per-execution", "0", "--epochs", "1"],
+        ["Argument `steps_per_execution` must be in [1, inf). Received: steps_per_execution=0"],
+    ),
     "bad batch size": (["compare", "--batch-size", "half", "--epochs", "1"], ["batch_size"]),
     "find-lr unknown optimizer": (["find-lr", "--optimizer", "nope"], ["nope", "sgd"]),
     "find-lr too few steps": (["find-lr", "--steps", "1"], ["Argument `steps`"]),

@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="epoch at whose end adam_then_sgd switches to SGD (default: half of --epochs)")
     compare.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto",
                          help="XLA/jit for the train step (default: auto, Keras' choice)")
-    compare.add_argument("--steps-per-execution", type=int, default=None, help="train steps per compiled call (default: 16)")
+    compare.add_argument("--steps-per-execution", type=int, default=None, help="train steps per compiled call (default: 16; 1 on PyTorch, which accepts no other)")
     _common(compare, "optlab-report")
 
     find_lr = commands.add_parser("find-lr", help="learning-rate range test (Smith 2017)")
@@ -136,10 +136,7 @@ def _run_compare(args) -> None:
         learning_rates=dict(args.learning_rate),
         out=args.out,
         jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
-        steps_per_execution=(
-            runs.DEFAULT_STEPS_PER_EXECUTION if args.steps_per_execution is None
-            else args.steps_per_execution
-        ),
+        steps_per_execution=args.steps_per_execution,
         verbose=_verbosity(args.quiet),
         switch_epoch=args.switch_epoch,
     )

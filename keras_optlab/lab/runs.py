@@ -295,7 +295,7 @@ def compare(
     learning_rates: Mapping[str, float] | None = None,
     out: str | None = None,
     jit_compile: bool | str = "auto",
-    steps_per_execution: int = DEFAULT_STEPS_PER_EXECUTION,
+    steps_per_execution: int | None = None,
     verbose: int = 1,
     log: Callable[[str], None] | None = None,
     switch_epoch: int | None = None,
@@ -321,8 +321,9 @@ def compare(
             (on CPU-only TensorFlow, a graph without XLA, which compiles
             faster than it would save on these small models). Defaults to
             `"auto"`.
-        steps_per_execution: Steps per call of the compiled train function.
-            Defaults to 16.
+        steps_per_execution: Steps per call of the compiled train function,
+            at most the steps of one epoch. Keras' PyTorch backend accepts
+            only 1. Defaults to `None`: 16, or 1 on PyTorch.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch; above 0 also
             prints "run k of N" before each run. Defaults to 1.
         log: Called with each "run k of N" line. Defaults to `None` (print to
@@ -367,7 +368,7 @@ def compare(
         epochs = _validation.check_int("epochs", epochs, low=1)
         seed = _validation.check_int("seed", seed, low=0)
         seeds = _validation.check_int("seeds", seeds, low=1)
-        steps_per_execution = _validation.check_int("steps_per_execution", steps_per_execution, low=1)
+        steps_per_execution = _steps_per_execution(steps_per_execution)
         verbose = _validation.check_int("verbose", verbose, low=0, high=2)
         switch_epoch = (
             max(1, epochs // 2) if switch_epoch is None
@@ -401,6 +402,23 @@ def compare(
     return results
 
 
+def _steps_per_execution(value: int | None) -> int:
+    import keras
+
+    from keras_optlab import _validation
+
+    torch = keras.backend.backend() == "torch"
+    if value is None:
+        return 1 if torch else DEFAULT_STEPS_PER_EXECUTION
+    value = _validation.check_int("steps_per_execution", value, low=1)
+    if torch and value != 1:
+        raise UsageError(
+            "Argument `steps_per_execution` must be 1 with the PyTorch backend. "
+            f"Received: steps_per_execution={value}"
+        )
+    return value
+
+
 def _switch_callbacks(optimizer, switch_epoch: int, callback_class) -> list:
     """A `SwitchOptimizer` for a `SwitchingOptimizer` that would otherwise
     never leave its first phase (no `switch_step`); nothing for the rest.
@@ -425,6 +443,9 @@ def _run_all(
 
     dataset = data.load_dataset(dataset_name)
     batch = _check_batch_size(batch_size, len(dataset.x_train))
+    # More steps per call than an epoch has would make Keras warn that the
+    # data ran out.
+    steps_per_execution = min(steps_per_execution, math.ceil(len(dataset.x_train) / batch))
     runs: list[RunRecord] = []
     total = len(names) * seeds
     for seed_index in range(seeds):
