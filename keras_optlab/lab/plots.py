@@ -29,6 +29,17 @@ def colors(names):
     return {name: cmap(i % cmap.N) for i, name in enumerate(names)}
 
 
+# Optimizers often share a learning rate; dashes keep overlapping lines
+# distinguishable.
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def _integer_epochs(ax):
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _finish(figure, path, close):
     if path is not None:
         figure.savefig(os.fspath(path), dpi=110)
@@ -74,6 +85,7 @@ def plot_curves(results: "CompareResults", path=None, close: bool = False):
             ax.set_ylim(top=1.0)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
+        _integer_epochs(ax)
     axes[0, 0].legend(fontsize=8, ncol=2)
     s = results.settings
     figure.suptitle(
@@ -90,13 +102,14 @@ def plot_learning_rates(results: "CompareResults", path=None, close: bool = Fals
     where an optimizer's phase changed."""
     plt = pyplot()
     palette = colors(results.optimizers)
-    figure, ax = plt.subplots(figsize=(9, 5))
+    figure, ax = plt.subplots(figsize=(10, 5))
     marked = False
-    for name in results.optimizers:
+    for index, name in enumerate(results.optimizers):
         runs = results.runs_of(name)
         rates = np.asarray(runs[0].history.get("learning_rate", []), dtype=float)
         epochs = np.arange(1, len(rates) + 1)
-        ax.plot(epochs, rates, color=palette[name], label=name, linewidth=1.6, marker=".")
+        ax.plot(epochs, rates, color=palette[name], label=f"{name} ({rates[0]:.3g})" if rates.size else name, linewidth=1.8,
+                marker=".", linestyle=LINE_STYLES[index % len(LINE_STYLES)])
         for run in runs:
             run_rates = np.asarray(run.history.get("learning_rate", []), dtype=float)
             for epoch in run.switch_epochs:
@@ -107,9 +120,10 @@ def plot_learning_rates(results: "CompareResults", path=None, close: bool = Fals
                 marked = True
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
+    _integer_epochs(ax)
     ax.set_ylabel("effective learning rate (end of epoch)")
     ax.set_title("Learning rate applied by each optimizer")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     figure.tight_layout()
     return _finish(figure, path, close)
