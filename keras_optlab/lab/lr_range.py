@@ -72,7 +72,7 @@ class FindLRResult:
     def to_dict(self) -> dict[str, Any]:
         return {"format": "keras_optlab.find_lr/1", **dataclasses.asdict(self)}
 
-    def plot(self, path: str | os.PathLike | None = None, close: bool = False):
+    def plot(self, path: str | os.PathLike | None = None, close: bool = False) -> Any:
         """Loss against learning rate (log scale), raw and smoothed, the
         suggestion marked.
 
@@ -160,9 +160,9 @@ def steepest_descent(rates, smoothed, window: int | None = None) -> int:
 
 
 def find_lr(
-    model,
-    x,
-    y,
+    model: Any,
+    x: Any,
+    y: Any,
     optimizer: str = "sgd",
     loss: Any = None,
     start_lr: float = DEFAULT_START_LR,

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from keras_optlab.lab.data import Dataset
 from keras_optlab.lab.errors import UsageError
 
@@ -23,7 +25,7 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def build_model(name: str, dataset: Dataset, seed: int | None = None):
+def build_model(name: str, dataset: Dataset, seed: int | None = None) -> Any:
     """Builds a fresh, uncompiled model for `dataset`.
 
     Args:
@@ -34,8 +36,7 @@ def build_model(name: str, dataset: Dataset, seed: int | None = None):
             if given. Defaults to `None` (use the generator as it is).
 
     Returns:
-        A `keras.Model` taking flat float32 rows and returning class
-        probabilities.
+        A `keras.Model` from flat float32 rows to class probabilities.
     """
     import keras
 

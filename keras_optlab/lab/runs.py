@@ -190,7 +190,7 @@ class CompareResults:
 
         return markdown_table(self)
 
-    def plot(self, path: str | None = None):
+    def plot(self, path: str | None = None) -> Any:
         """Training and validation loss and accuracy per epoch, one line per
         optimizer (mean over seeds, with a band of one standard deviation).
 
@@ -205,7 +205,7 @@ class CompareResults:
 
         return plots.plot_curves(self, path)
 
-    def plot_learning_rates(self, path: str | None = None):
+    def plot_learning_rates(self, path: str | None = None) -> Any:
         """The effective learning rate per epoch, switch epochs marked.
 
         Args:

@@ -191,7 +191,7 @@ class SurfaceResult:
         ax.set_title(f"{f.name}: optimizer paths from {self.start}")
         return figure, ax, colors(list(self.paths))
 
-    def plot(self, path: str | os.PathLike | None = None, close: bool = False):
+    def plot(self, path: str | os.PathLike | None = None, close: bool = False) -> Any:
         """The paths over the function's contours.
 
         Args:
