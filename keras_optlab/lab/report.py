@@ -174,7 +174,7 @@ def _describe(results: "CompareResults") -> str:
     return (
         f"Dataset `{s['dataset']}` ({s['train_examples']} training, "
         f"{s['validation_examples']} validation examples), model `{s['model']}`, "
-        f"{s['epochs']} epochs, batch size {batch} ({regime}), {seed_text}; "
+        f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}, batch size {batch} ({regime}), {seed_text}; "
         f"backend `{s['backend']}` (Keras {s['keras_version']}), "
         f"jit_compile={s['jit_compile']!r}, steps_per_execution={s['steps_per_execution']}.\n\n"
         f"{initial}\n"
