@@ -1,0 +1,62 @@
+"""Optimizer paths on 2-D test functions."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from keras_optlab.lab import cli, surface
+from keras_optlab.lab import surfaces as surface_module
+
+
+def test_paths_start_at_the_given_point():
+    result = surface("rosenbrock", ["sgd", "adam"], steps=5, start=(0.5, -0.5))
+    for name in ("sgd", "adam"):
+        np.testing.assert_array_equal(result.paths[name][0], [0.5, -0.5])
+        assert result.paths[name].shape == (6, 2)
+
+
+def test_sgd_path_follows_the_analytic_gradient():
+    rate = 1e-3
+    result = surface("rosenbrock", ["sgd"], steps=10, start=(-1.2, 1.0), learning_rates={"sgd": rate})
+    point = np.array([-1.2, 1.0])
+    gradient = surface_module.TEST_FUNCTIONS["rosenbrock"].gradient
+    reference = [point]
+    for _ in range(10):
+        point = point - rate * gradient(*point)
+        reference.append(point)
+    np.testing.assert_allclose(result.paths["sgd"], np.stack(reference), rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_with_momentum_leaves_the_saddle():
+    start = (1.0, 1e-3)
+    result = surface("saddle", ["momentum"], steps=150, start=start)
+    y = np.abs(result.paths["momentum"][:, 1])
+    assert y[0] == pytest.approx(1e-3)
+    assert y[-1] > 100 * y[0]
+    # Near the saddle the value drops below f(0, 0) = 0: it went downhill along y.
+    x_end, y_end = result.paths["momentum"][-1]
+    assert x_end**2 - y_end**2 < 0
+
+
+def test_gradient_descent_stays_near_the_axis_started_on():
+    result = surface("saddle", ["sgd"], steps=50, start=(1.0, 0.0))
+    np.testing.assert_array_equal(result.paths["sgd"][:, 1], 0.0)
+
+
+def test_cli_surface_writes_png_gif_and_paths(tmp_path):
+    out = tmp_path / "surface"
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = cli.main(["surface", "--function", "beale", "--optimizers", "sgd,adam",
+                           "--steps", "20", "--gif", "--out", str(out), "--quiet"])
+    assert status == 0
+    assert (out / "surface.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "surface.gif").read_bytes()[:4] == b"GIF8"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["function"] == "beale"
+    assert saved["paths"]["adam"][0] == [1.0, 1.5]
+    assert len(saved["paths"]["sgd"]) == 21
