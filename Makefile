@@ -31,8 +31,10 @@ $(VENV)/.test-installed: setup.cfg pyproject.toml | $(PY)
 install-demo: $(VENV)/.demo-installed
 install-test: $(VENV)/.test-installed
 
+# The main job: optlab compare on its defaults (digits, MLP, the seed
+# family and adam_then_sgd), report written to optlab-report/.
 demo: install-demo
-	$(PY) examples/quickstart.py
+	$(PY) -m keras_optlab compare --out optlab-report
 
 # One pytest process per backend: KERAS_BACKEND is read when keras is imported.
 test: install-test
@@ -55,4 +57,4 @@ docs: install-test
 	$(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) site build *.egg-info
+	rm -rf $(VENV) site build *.egg-info optlab-report*
