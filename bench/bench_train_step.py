@@ -179,7 +179,6 @@ def run_backend(
 def main() -> int:
     """Times the backend of KERAS_BACKEND and prints medians; `make bench`
     (bench/run.py) runs every bench on TensorFlow and JAX in one table."""
-    import statistics
 
     for case, values in run_backend().items():
         print(f"{case:50} {1e3 * statistics.median(values):8.3f} ms")

@@ -74,3 +74,21 @@ def assert_weights_close(actual, expected, rtol=1e-6, atol=1e-6):
 
 def optimizer_state(optimizer):
     return [np.array(v) for v in optimizer.variables]
+
+
+def apply_once(optimizer, grads, variables):
+    """`optimizer.apply`; on JAX through `stateless_apply`, as the trainer
+    does (Keras' LossScaleOptimizer.apply runs a cond with stateful branches,
+    which JAX refuses outside a compiled step)."""
+    if BACKEND != "jax":
+        optimizer.apply(grads, variables)
+        return
+    if not optimizer.built:
+        optimizer.build(variables)
+    new_values, new_state = optimizer.stateless_apply(
+        [v.value for v in optimizer.variables], grads, [v.value for v in variables]
+    )
+    for variable, value in zip(variables, new_values):
+        variable.assign(value)
+    for variable, value in zip(optimizer.variables, new_state):
+        variable.assign(value)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import (
-    BACKEND,
     JIT_COMPILE,
+    apply_once,
     assert_weights_close,
     optimizer_state,
     regression_data,
@@ -142,21 +142,6 @@ def test_compiled_fit_equals_eager_fit():
 
     for compiled, eager in zip(train(JIT_COMPILE), train(False)):
         np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-5)
-
-
-def apply_once(optimizer, grads, variables):
-    if BACKEND != "jax":
-        optimizer.apply(grads, variables)
-        return
-    if not optimizer.built:
-        optimizer.build(variables)
-    new_values, new_state = optimizer.stateless_apply(
-        [v.value for v in optimizer.variables], grads, [v.value for v in variables]
-    )
-    for variable, value in zip(variables, new_values):
-        variable.assign(value)
-    for variable, value in zip(optimizer.variables, new_state):
-        variable.assign(value)
 
 
 def test_non_finite_step_under_loss_scaling_leaves_state_untouched():

@@ -12,7 +12,6 @@ rate: float32 cannot resolve a rate near zero (the end of a cosine) better.
 from __future__ import annotations
 
 import json
-import math
 
 import keras
 import numpy as np

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import (
-    BACKEND,
     JIT_COMPILE,
+    apply_once,
     assert_weights_close,
     optimizer_state,
     regression_data,
@@ -216,21 +216,6 @@ def test_saved_before_and_after_the_switch_resume_like_uninterrupted(criterion, 
         for chunk, batch in plan[saved_after:]:
             fit(restored, chunk, batch)
         assert_weights_close(weights_of(restored), weights_of(uninterrupted))
-
-
-def apply_once(optimizer, grads, variables):
-    if BACKEND != "jax":
-        optimizer.apply(grads, variables)
-        return
-    if not optimizer.built:
-        optimizer.build(variables)
-    new_values, new_state = optimizer.stateless_apply(
-        [v.value for v in optimizer.variables], grads, [v.value for v in variables]
-    )
-    for variable, value in zip(variables, new_values):
-        variable.assign(value)
-    for variable, value in zip(optimizer.variables, new_state):
-        variable.assign(value)
 
 
 @pytest.mark.parametrize("steps_before", [1, 4])  # Adam phase, then SGD phase

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import (
-    BACKEND,
     JIT_COMPILE,
+    apply_once,
     assert_weights_close,
     optimizer_state,
     regression_data,
@@ -349,24 +349,6 @@ def test_config_nests_both_optimizers():
 
 
 # --- loss scaling and non-finite gradients ----------------------------------
-
-
-def apply_once(optimizer, grads, variables):
-    """`optimizer.apply`; on JAX through `stateless_apply`, as the trainer
-    does (Keras' LossScaleOptimizer.apply runs a cond with stateful branches,
-    which JAX refuses)."""
-    if BACKEND != "jax":
-        optimizer.apply(grads, variables)
-        return
-    if not optimizer.built:
-        optimizer.build(variables)
-    new_values, new_state = optimizer.stateless_apply(
-        [v.value for v in optimizer.variables], grads, [v.value for v in variables]
-    )
-    for variable, value in zip(variables, new_values):
-        variable.assign(value)
-    for variable, value in zip(optimizer.variables, new_state):
-        variable.assign(value)
 
 
 @pytest.mark.parametrize("steps_before", [2, 5])  # before and after switch_step=4

@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import math
 import statistics
-import sys
 import time
 from typing import Any, Callable, Mapping, Sequence
 
