@@ -92,3 +92,16 @@ def apply_once(optimizer, grads, variables):
         variable.assign(value)
     for variable, value in zip(optimizer.variables, new_state):
         variable.assign(value)
+
+
+def apply_trajectory(optimizer, theta, gradient_fn, steps):
+    """Applies `optimizer` for `steps` steps to one variable starting at
+    `theta`, the gradient given by the NumPy function `gradient_fn` of the
+    current value; returns the values after each step, in float64."""
+    variable = keras.Variable(theta.astype("float32"))
+    trajectory = []
+    for _ in range(steps):
+        g = gradient_fn(np.array(variable).astype(np.float64)).astype("float32")
+        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
+        trajectory.append(np.array(variable).astype(np.float64))
+    return np.array(trajectory)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import (
+    apply_trajectory,
     JIT_COMPILE,
     apply_once,
     assert_weights_close,
@@ -57,23 +58,13 @@ def gradient_fn(x):
     return SCALES * x
 
 
-def run_apply(optimizer, theta, steps):
-    variable = keras.Variable(theta.astype("float32"))
-    trajectory = []
-    for _ in range(steps):
-        g = gradient_fn(np.array(variable).astype(np.float64)).astype("float32")
-        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
-        trajectory.append(np.array(variable).astype(np.float64))
-    return np.array(trajectory)
-
-
 @pytest.mark.parametrize("amsbound", [False, True])
 def test_matches_reference_with_both_bounds_clipping(amsbound):
     steps = 150
     optimizer = AdaBound(
         learning_rate=0.01, final_lr=0.05, gamma=0.05, beta_2=0.9, amsbound=amsbound
     )
-    actual = run_apply(optimizer, THETA, steps)
+    actual = apply_trajectory(optimizer, THETA, gradient_fn, steps)
     expected, hit_lower, hit_upper = adabound_reference(
         THETA, gradient_fn, [0.01] * steps, 0.01, 0.05, 0.05, beta_2=0.9, amsbound=amsbound
     )
@@ -88,8 +79,9 @@ def test_amsbound_differs_from_adabound_when_gradients_shrink():
     ams, _, _ = adabound_reference(
         THETA, gradient_fn, [0.01] * 100, 0.01, 0.05, 0.05, beta_2=0.9, amsbound=True
     )
-    actual = run_apply(
-        AdaBound(learning_rate=0.01, final_lr=0.05, gamma=0.05, beta_2=0.9, amsbound=True), THETA, 100
+    actual = apply_trajectory(
+        AdaBound(learning_rate=0.01, final_lr=0.05, gamma=0.05, beta_2=0.9, amsbound=True),
+        THETA, gradient_fn, 100,
     )
     assert np.max(np.abs(ams - plain)) > 1e-3
     np.testing.assert_allclose(actual, ams, rtol=1e-5, atol=ATOL)
@@ -101,7 +93,7 @@ def test_bounds_follow_a_schedule_and_lr_scale():
     optimizer = AdaBound(learning_rate=schedule, final_lr=0.05, gamma=0.05)
     optimizer.lr_scale.assign(0.5)
     rates = [0.5 * 0.02 * 0.5 ** (i / 20) for i in range(steps)]
-    actual = run_apply(optimizer, THETA, steps)
+    actual = apply_trajectory(optimizer, THETA, gradient_fn, steps)
     # eta_0 is the schedule's value at step 0, without lr_scale.
     expected, hit_lower, hit_upper = adabound_reference(
         THETA, gradient_fn, rates, 0.02, 0.05, 0.05
@@ -112,21 +104,29 @@ def test_bounds_follow_a_schedule_and_lr_scale():
 
 def test_without_bounds_it_is_adam():
     steps = 100
-    ours = run_apply(AdaBound(learning_rate=0.01, final_lr=None, epsilon=1e-7), THETA, steps)
+    ours = apply_trajectory(
+        AdaBound(learning_rate=0.01, final_lr=None, epsilon=1e-7), THETA, gradient_fn, steps
+    )
     expected, _, _ = adabound_reference(
         THETA, gradient_fn, [0.01] * steps, 0.01, None, None, eps=1e-7
     )
     np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=ATOL)
     # Keras' Adam: the same formula, with 1 - beta**t formed in float32
     # (up to ~3e-5 relative off); hence the looser tolerance.
-    keras_adam = run_apply(keras.optimizers.Adam(learning_rate=0.01, epsilon=1e-7), THETA, steps)
+    keras_adam = apply_trajectory(
+        keras.optimizers.Adam(learning_rate=0.01, epsilon=1e-7), THETA, gradient_fn, steps
+    )
     np.testing.assert_allclose(ours, keras_adam, rtol=1e-3, atol=1e-5)
 
 
 def test_huge_bounds_equal_no_bounds():
     steps = 60
-    bounded = run_apply(AdaBound(learning_rate=0.01, final_lr=0.01, gamma=1e-12), THETA, steps)
-    unbounded = run_apply(AdaBound(learning_rate=0.01, final_lr=None), THETA, steps)
+    bounded = apply_trajectory(
+        AdaBound(learning_rate=0.01, final_lr=0.01, gamma=1e-12), THETA, gradient_fn, steps
+    )
+    unbounded = apply_trajectory(
+        AdaBound(learning_rate=0.01, final_lr=None), THETA, gradient_fn, steps
+    )
     np.testing.assert_allclose(bounded, unbounded, rtol=1e-6, atol=1e-7)
 
 

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import JIT_COMPILE, small_model, regression_data
+from conftest import JIT_COMPILE, apply_trajectory, regression_data, small_model
 from keras_optlab.optimizers import RAdam
 
 
@@ -43,16 +43,6 @@ def quadratic_gradient(scales):
     return lambda x: scales * x + 0.3
 
 
-def run_keras(optimizer, theta, gradient_fn, steps):
-    variable = keras.Variable(theta.astype("float32"))
-    trajectory = []
-    for _ in range(steps):
-        g = gradient_fn(np.array(variable).astype(np.float64)).astype("float32")
-        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
-        trajectory.append(np.array(variable).astype(np.float64))
-    return np.array(trajectory)
-
-
 @pytest.mark.parametrize("sgd_below", [True, False])
 @pytest.mark.parametrize("beta_2, threshold", [(0.999, 5.0), (0.99, 4.0), (0.95, 6.0)])
 def test_matches_numpy_reference_on_both_sides_of_threshold(beta_2, threshold, sgd_below):
@@ -63,7 +53,7 @@ def test_matches_numpy_reference_on_both_sides_of_threshold(beta_2, threshold, s
         learning_rate=0.01, beta_1=0.9, beta_2=beta_2, epsilon=1e-7,
         threshold=threshold, degenerated_to_sgd=sgd_below,
     )
-    actual = run_keras(optimizer, theta, gradient_fn, steps)
+    actual = apply_trajectory(optimizer, theta, gradient_fn, steps)
     expected, rectified = radam_reference(
         theta, gradient_fn, [0.01] * steps, 0.9, beta_2, 1e-7, threshold, sgd_below
     )
@@ -80,7 +70,7 @@ def test_matches_reference_with_a_schedule_and_lr_scale():
     theta = np.array([1.0, -1.0, 2.0])
     gradient_fn = quadratic_gradient(np.array([1.0, 3.0, 0.2]))
     rates = [0.5 * 0.05 * 0.8 ** (t / 10) for t in range(steps)]
-    actual = run_keras(optimizer, theta, gradient_fn, steps)
+    actual = apply_trajectory(optimizer, theta, gradient_fn, steps)
     expected, _ = radam_reference(theta, gradient_fn, rates, 0.9, 0.999, 1e-7, 5.0, True)
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import (
+    apply_trajectory,
     JIT_COMPILE,
     apply_once,
     assert_weights_close,
@@ -81,16 +82,6 @@ def quadratic_gradient(scales, pull=0.3):
     return lambda x: scales * x + pull
 
 
-def run_apply(optimizer, theta, gradient_fn, steps):
-    variable = keras.Variable(theta.astype("float32"))
-    trajectory = []
-    for _ in range(steps):
-        g = gradient_fn(np.array(variable).astype(np.float64)).astype("float32")
-        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
-        trajectory.append(np.array(variable).astype(np.float64))
-    return np.array(trajectory)
-
-
 THETA = np.array([1.5, -2.0, 0.5, 3.0, -0.7])
 # Coordinates of order 1 to 3 resolve to about 2e-7 in float32; momentum
 # SGD swings them through zero, where only an absolute tolerance is fair.
@@ -102,7 +93,7 @@ def test_matches_adam_then_momentum_reference_across_the_switch():
     steps, switch = 120, 55
     optimizer = adam_then_momentum(switch_step=switch, exact_adam=True)
     gradient_fn = quadratic_gradient(SCALES)
-    actual = run_apply(optimizer, THETA, gradient_fn, steps)
+    actual = apply_trajectory(optimizer, THETA, gradient_fn, steps)
     expected, _ = adam_then_sgd_reference(
         THETA, gradient_fn, steps, switch, adam_lr=0.05, sgd_lr=0.02, momentum=0.9
     )
@@ -122,7 +113,7 @@ def test_estimated_second_rate_and_lr_scale_match_reference():
     )
     optimizer.lr_scale.assign(0.5)
     gradient_fn = quadratic_gradient(SCALES)
-    actual = run_apply(optimizer, THETA, gradient_fn, steps)
+    actual = apply_trajectory(optimizer, THETA, gradient_fn, steps)
     expected, estimate = adam_then_sgd_reference(
         THETA, gradient_fn, steps, switch, adam_lr=0.05, sgd_lr=None,
         momentum=0.9, lr_scale=0.5, estimate_decay=0.8,
@@ -140,7 +131,7 @@ def test_estimated_second_rate_and_lr_scale_match_reference():
 def test_switch_step_zero_runs_second_from_the_start():
     optimizer = adam_then_momentum(switch_step=0)
     gradient_fn = quadratic_gradient(SCALES)
-    actual = run_apply(optimizer, THETA, gradient_fn, 20)
+    actual = apply_trajectory(optimizer, THETA, gradient_fn, 20)
     expected, _ = adam_then_sgd_reference(
         THETA, gradient_fn, 20, 0, adam_lr=0.05, sgd_lr=0.02, momentum=0.9
     )
@@ -423,7 +414,7 @@ def test_registry_adam_then_sgd_switches_at_switch_step():
     optimizer = optimizers.get("adam_then_sgd", learning_rate=0.05, sgd_learning_rate=0.02, switch_step=30)
     assert isinstance(optimizer, SwitchingOptimizer)
     gradient_fn = quadratic_gradient(SCALES)
-    actual = run_apply(optimizer, THETA, gradient_fn, 60)
+    actual = apply_trajectory(optimizer, THETA, gradient_fn, 60)
     expected, _ = adam_then_sgd_reference(
         THETA, gradient_fn, 60, 30, adam_lr=0.05, sgd_lr=0.02, momentum=0.9
     )
