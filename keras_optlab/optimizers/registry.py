@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import keras
 
-from keras_optlab import _validation
+from keras_optlab import _registry, _validation
 from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.swats import SWATS
@@ -53,15 +53,12 @@ class OptimizerInfo:
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
 
 
-_REGISTRY: dict[str, OptimizerInfo] = {}
+_REGISTRY: _registry.Registry[OptimizerInfo] = _registry.Registry("optimizer")
 
 
 def register(info: OptimizerInfo) -> OptimizerInfo:
     """Adds `info` to the registry; its name must not be taken."""
-    if info.name in _REGISTRY:
-        raise ValueError(f"An optimizer named {info.name!r} is already registered.")
-    _REGISTRY[info.name] = info
-    return info
+    return _REGISTRY.add(info)
 
 
 def list_optimizers(
@@ -74,27 +71,12 @@ def list_optimizers(
         keras_builtin: Keep only Keras' own classes (`True`) or only
             keras_optlab's (`False`).
     """
-    return [
-        info.name
-        for info in _REGISTRY.values()
-        if (family is None or info.family == family)
-        and (keras_builtin is None or info.keras_builtin == keras_builtin)
-    ]
+    return _REGISTRY.names(family, keras_builtin)
 
 
 def info(name: str) -> OptimizerInfo:
     """The `OptimizerInfo` of `name`; `ValueError` listing the names if unknown."""
-    if not isinstance(name, str):
-        raise TypeError(
-            f"Argument `name` must be a string. Received: name={name!r}"
-        )
-    key = name.lower()
-    if key not in _REGISTRY:
-        known = ", ".join(_REGISTRY)
-        raise ValueError(
-            f"Unknown optimizer name {name!r}. Known names: {known}."
-        )
-    return _REGISTRY[key]
+    return _REGISTRY.lookup(name)
 
 
 def get(name: str, **kwargs: Any) -> keras.optimizers.Optimizer:
@@ -324,7 +306,7 @@ def markdown_table() -> str:
         "| name | class | update rule | paper |",
         "|---|---|---|---|",
     ]
-    for entry in _REGISTRY.values():
+    for entry in _REGISTRY:
         optimizer_class = getattr(entry.factory, "__name__", str(entry.factory))
         origin = "keras" if entry.keras_builtin else "keras_optlab"
         arguments = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 import keras
 
+from keras_optlab import _registry
 from keras_optlab.schedules.composition import Join, Warmup
 from keras_optlab.schedules.cyclical import CyclicalLearningRate, OneCycle
 from keras_optlab.schedules.decay import CappedExponentialDecay, StepDecay
@@ -45,15 +46,12 @@ class ScheduleInfo:
     example: Callable[[], Mapping[str, Any]]
 
 
-_REGISTRY: dict[str, ScheduleInfo] = {}
+_REGISTRY: _registry.Registry[ScheduleInfo] = _registry.Registry("schedule")
 
 
 def register(info: ScheduleInfo) -> ScheduleInfo:
     """Adds `info` to the registry; its name must not be taken."""
-    if info.name in _REGISTRY:
-        raise ValueError(f"A schedule named {info.name!r} is already registered.")
-    _REGISTRY[info.name] = info
-    return info
+    return _REGISTRY.add(info)
 
 
 def list_schedules(family: str | None = None, keras_builtin: bool | None = None) -> list[str]:
@@ -65,24 +63,12 @@ def list_schedules(family: str | None = None, keras_builtin: bool | None = None)
         keras_builtin: Keep only Keras' own classes (`True`) or only
             keras_optlab's (`False`). Defaults to `None` (both).
     """
-    return [
-        entry.name
-        for entry in _REGISTRY.values()
-        if (family is None or entry.family == family)
-        and (keras_builtin is None or entry.keras_builtin == keras_builtin)
-    ]
+    return _REGISTRY.names(family, keras_builtin)
 
 
 def info(name: str) -> ScheduleInfo:
     """The `ScheduleInfo` of `name`; `ValueError` listing the names if unknown."""
-    if not isinstance(name, str):
-        raise TypeError(f"Argument `name` must be a string. Received: name={name!r}")
-    key = name.lower()
-    if key not in _REGISTRY:
-        raise ValueError(
-            f"Unknown schedule name {name!r}. Known names: {', '.join(_REGISTRY)}."
-        )
-    return _REGISTRY[key]
+    return _REGISTRY.lookup(name)
 
 
 def get(name: str, **kwargs: Any) -> _Schedule:
@@ -238,7 +224,7 @@ def markdown_table() -> str:
         return text.replace("|", "\\|")
 
     rows = ["| name | class | rate at step t | reference |", "|---|---|---|---|"]
-    for entry in _REGISTRY.values():
+    for entry in _REGISTRY:
         origin = "keras.optimizers.schedules" if entry.keras_builtin else "keras_optlab.schedules"
         rows.append(
             f"| `{entry.name}` | `{origin}.{entry.factory.__name__}` "
