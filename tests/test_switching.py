@@ -312,13 +312,31 @@ def test_saved_before_and_after_the_switch_resume_like_uninterrupted(second_lear
         assert_weights_close(weights_of(restored), weights_of(uninterrupted))
 
 
-def test_variables_hold_both_methods_state_in_a_fixed_order():
+def test_fused_variables_are_own_scalars_shared_slots_then_inner_counters():
     optimizer = adam_then_momentum()
+    assert optimizer.fused
     names_before = [v.name for v in optimizer.variables]
     assert names_before[:6] == [
         "iteration", "lr_scale", "phase", "switch_iteration",
         "estimated_learning_rate", "step_ratio_average",
     ]
+    variables = [keras.Variable(np.ones((3,), "float32")), keras.Variable(np.ones((2,), "float32"))]
+    optimizer.build(variables)
+    names = [v.name for v in optimizer.variables]
+    # One first-moment and one second-moment slot per variable, shared by
+    # Adam and SGD; each inner optimizer keeps its step count and its rate.
+    assert names[6:] == [
+        "variable_first_moment", "variable_1_first_moment",
+        "variable_second_moment", "variable_1_second_moment",
+        "iteration", "learning_rate", "iteration", "learning_rate",
+    ]
+    assert {id(v) for v in optimizer.first.variables + optimizer.second.variables} <= {
+        id(v) for v in optimizer.variables
+    }
+
+
+def test_branch_variables_hold_both_methods_state_in_a_fixed_order():
+    optimizer = adam_then_momentum(fused=False)
     variable = keras.Variable(np.ones((3,), "float32"))
     optimizer.build([variable])
     ids = {id(v) for v in optimizer.variables}

@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_optlab import _validation
-from keras_optlab.optimizers import _phases
+from keras_optlab.optimizers import _lineage, _phases
 from keras_optlab.optimizers.base import SteerableOptimizer
 
 # Base-class features the wrapper applies itself, for whichever phase runs.
@@ -174,6 +174,7 @@ class SwitchingOptimizer(SteerableOptimizer):
         switch_step: int | None = None,
         second_learning_rate: str | None = None,
         estimate_decay: float = 0.9,
+        fused: bool | None = None,
         name: str = "switching",
         **kwargs: Any,
     ) -> None:
@@ -193,6 +194,19 @@ class SwitchingOptimizer(SteerableOptimizer):
         estimate_decay = _validation.check_float(
             "estimate_decay", estimate_decay, low=0.0, high=1.0, high_open=True
         )
+        methods = (_lineage.describe(first), _lineage.describe(second))
+        if fused is None:
+            fused = None not in methods
+        elif _validation.check_bool("fused", fused) and None in methods:
+            uncovered = "first" if methods[0] is None else "second"
+            raise ValueError(
+                f"Argument `fused` is True, but `{uncovered}` is not a method the "
+                "fused update covers (Keras' SGD, RMSprop without `centered`, "
+                "Adam or AdamW without `amsgrad`, keras_optlab's AdaBound with "
+                "final_lr=None; no `global_clipnorm`, no subclass overriding "
+                "`update_step`). Pass fused=None to choose automatically. "
+                f"Received: fused=True, {uncovered}={type(first if uncovered == 'first' else second).__name__}"
+            )
         # The base learning rate is a callable: the active phase's rate. The
         # wrapper has no rate of its own to save or to set.
         super().__init__(
@@ -203,6 +217,9 @@ class SwitchingOptimizer(SteerableOptimizer):
         self.switch_step = switch_step
         self.second_learning_rate = second_learning_rate
         self.estimate_decay = estimate_decay
+        self.fused = fused
+        self._methods = methods if fused else None
+        self._row_cache: dict = {}
         # Created here, after `iteration` and `lr_scale`, so that their
         # indices in `variables` do not depend on when the optimizer is built.
         self.phase = self.add_variable(
@@ -227,6 +244,16 @@ class SwitchingOptimizer(SteerableOptimizer):
             shape=(), dtype="float32", aggregation="only_first_replica",
             name="step_ratio_average",
         )
+        if fused and second_learning_rate == "estimate":
+            # Sums over all variables of this step, filled in `update_step`.
+            self._step_square_sum = self.add_variable(
+                shape=(), dtype="float32", aggregation="only_first_replica",
+                name="step_square_sum",
+            )
+            self._gradient_square_sum = self.add_variable(
+                shape=(), dtype="float32", aggregation="only_first_replica",
+                name="gradient_square_sum",
+            )
 
     @property
     def variables(self):
@@ -259,8 +286,19 @@ class SwitchingOptimizer(SteerableOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self.first.build(var_list)
-        self.second.build(var_list)
+        if not self.fused:
+            self.first.build(var_list)
+            self.second.build(var_list)
+            return
+        # The fused update keeps the slots itself, shared by both phases;
+        # the inner optimizers keep only their step counts and rates.
+        slots = self._methods[0].slots | self._methods[1].slots
+        self._first_moments = (
+            self.add_optimizer_variables(var_list, "first_moment") if "m" in slots else None
+        )
+        self._second_moments = (
+            self.add_optimizer_variables(var_list, "second_moment") if "v" in slots else None
+        )
 
     def _phase_step(self, inner, grads, variables, learning_rate, measure):
         """`inner`'s update with the given rate; only assigns variables."""
@@ -279,27 +317,43 @@ class SwitchingOptimizer(SteerableOptimizer):
             self._update_estimate(grads, variables, before, learning_rate)
 
     def _update_estimate(self, grads, variables, before, learning_rate):
-        step_sq = ops.zeros((), "float32")
-        grad_sq = ops.zeros((), "float32")
+        """The branch path's estimate: sums from the change of `variables`."""
+        step_square = ops.zeros((), "float32")
+        gradient_square = ops.zeros((), "float32")
         for grad, variable, old in zip(grads, variables, before):
             change = ops.cast(ops.convert_to_tensor(variable), "float32") - ops.cast(old, "float32")
-            step_sq = step_sq + ops.sum(ops.square(change))
-            grad_sq = grad_sq + ops.sum(ops.square(ops.cast(grad, "float32")))
+            step_square = step_square + ops.sum(ops.square(change))
+            gradient_square = gradient_square + ops.sum(ops.square(ops.cast(grad, "float32")))
+        self._record_estimate(step_square, gradient_square)
+
+    def _record_estimate(self, step_square, gradient_square, measured=None):
+        """Folds this step's ratio |step| / (s |g|) into the estimate.
+
+        `measured` (a scalar boolean, or `None` for always) says whether
+        this step was one of `first`'s; otherwise nothing changes.
+        """
         # Measured per unit of lr_scale, so that the estimate does not carry
         # a plateau callback's reduction twice once it is applied.
         scale = ops.convert_to_tensor(self.lr_scale)
-        denominator = ops.sqrt(grad_sq) * scale
+        denominator = ops.sqrt(gradient_square) * scale
         usable = ops.greater(denominator, 0.0)
         ratio = ops.where(
-            usable, ops.sqrt(step_sq) / ops.where(usable, denominator, 1.0), 0.0
+            usable, ops.sqrt(step_square) / ops.where(usable, denominator, 1.0), 0.0
         )
         decay = self.estimate_decay
-        average = decay * ops.convert_to_tensor(self.step_ratio_average) + (1.0 - decay) * ratio
-        self.step_ratio_average.assign(average)
+        old_average = ops.convert_to_tensor(self.step_ratio_average)
+        average = decay * old_average + (1.0 - decay) * ratio
         steps = ops.cast(ops.convert_to_tensor(self.first._iterations), "float32")
         correction = 1.0 - ops.power(decay, steps) if decay > 0 else 1.0
         momentum = float(getattr(self.second, "momentum", 0.0) or 0.0)
-        self.estimated_learning_rate.assign((1.0 - momentum) * average / correction)
+        estimate = (1.0 - momentum) * average / correction
+        if measured is not None:
+            average = ops.where(measured, average, old_average)
+            estimate = ops.where(
+                measured, estimate, ops.convert_to_tensor(self.estimated_learning_rate)
+            )
+        self.step_ratio_average.assign(average)
+        self.estimated_learning_rate.assign(estimate)
 
     def _tf_distributed_step(self, grads, trainable_variables, learning_rate, measure):
         """The phase step under a `tf.distribute` strategy (TensorFlow only).
@@ -375,27 +429,11 @@ class SwitchingOptimizer(SteerableOptimizer):
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         trainable_variables = list(trainable_variables)
-        measure = self.second_learning_rate == "estimate"
         phase = ops.convert_to_tensor(self.phase)
-        if _under_tf_strategy():
-            self._tf_distributed_step(grads, trainable_variables, learning_rate, measure)
+        if self.fused:
+            self._fused_step(grads, trainable_variables, learning_rate, phase)
         else:
-            touched = trainable_variables + self.first.variables + self.second.variables
-            if measure:
-                # lr_scale is only read, but on JAX a branch sees only these.
-                touched += [
-                    self.step_ratio_average, self.estimated_learning_rate, self.lr_scale
-                ]
-            _phases.cond_with_updates(
-                ops.equal(phase, 0),
-                lambda: self._phase_step(
-                    self.first, grads, trainable_variables, learning_rate, measure
-                ),
-                lambda: self._phase_step(
-                    self.second, grads, trainable_variables, learning_rate, False
-                ),
-                touched,
-            )
+            self._branch_step(grads, trainable_variables, learning_rate, phase)
         # `iterations` is incremented by the base class after this returns.
         iteration = ops.cast(self.iterations, "int32")
         first_second_step = ops.logical_and(
@@ -409,6 +447,154 @@ class SwitchingOptimizer(SteerableOptimizer):
             due = ops.greater_equal(iteration + 1, self.switch_step)
             self.phase.assign(ops.where(due, 1, phase))
 
+    def _branch_step(self, grads, trainable_variables, learning_rate, phase):
+        """Runs the active phase's own optimizer behind a conditional."""
+        measure = self.second_learning_rate == "estimate"
+        if _under_tf_strategy():
+            self._tf_distributed_step(grads, trainable_variables, learning_rate, measure)
+            return
+        touched = trainable_variables + self.first.variables + self.second.variables
+        if measure:
+            # lr_scale is only read, but on JAX a branch sees only these.
+            touched += [
+                self.step_ratio_average, self.estimated_learning_rate, self.lr_scale
+            ]
+        _phases.cond_with_updates(
+            ops.equal(phase, 0),
+            lambda: self._phase_step(
+                self.first, grads, trainable_variables, learning_rate, measure
+            ),
+            lambda: self._phase_step(
+                self.second, grads, trainable_variables, learning_rate, False
+            ),
+            touched,
+        )
+
+    # --- the fused update ----------------------------------------------------
+
+    def _fused_step(self, grads, trainable_variables, learning_rate, phase):
+        """Both phases as one coefficient-driven update (see `_lineage`).
+
+        The per-variable work happens in `update_step`, called by the base
+        class (which, on TensorFlow, all-reduces the gradients first under
+        a `tf.distribute` strategy); this adds the per-step bookkeeping.
+        """
+        measure = self.second_learning_rate == "estimate"
+        if measure:
+            self._step_square_sum.assign(0.0)
+            self._gradient_square_sum.assign(0.0)
+        try:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._row_cache.clear()
+        in_first = ops.equal(phase, 0)
+        for inner, active in ((self.first, in_first), (self.second, ops.logical_not(in_first))):
+            inner._iterations.assign_add(ops.cast(active, inner._iterations.dtype))
+        if measure:
+            self._record_estimate(
+                ops.convert_to_tensor(self._step_square_sum),
+                ops.convert_to_tensor(self._gradient_square_sum),
+                measured=in_first,
+            )
+
+    def _step_coefficients(self, learning_rate, dtype):
+        """`(in_first, row)` for this step and `dtype`, computed once per step.
+
+        Keyed by the learning-rate tensor, which the base class computes
+        anew at every step (and, under `tf.distribute`, once per device).
+        """
+        key = (id(learning_rate), str(dtype))
+        cached = self._row_cache.get(key)
+        if cached is not None and cached[0] is learning_rate:
+            return cached[1]
+        in_first = ops.equal(ops.convert_to_tensor(self.phase), 0)
+        first_method, second_method = self._methods
+        second_row = second_method.row(learning_rate, dtype)
+        # The second method starts from empty slots, as a fresh optimizer.
+        fresh = ops.logical_and(
+            ops.logical_not(in_first),
+            ops.equal(ops.convert_to_tensor(self.second._iterations), 0),
+        )
+        second_row = second_row.restarted(fresh, second_method.slots)
+        row = _lineage.select(in_first, first_method.row(learning_rate, dtype), second_row)
+        result = (in_first, row)
+        self._row_cache[key] = (learning_rate, result)
+        return result
+
+    def _clip_for_phase(self, gradient, in_first):
+        """The active inner optimizer's `clipnorm` or `clipvalue`, as Keras'
+        `_clip_gradients` applies it (`clipnorm` first)."""
+        first, second = self.first, self.second
+        norms = [o.clipnorm if o.clipnorm and o.clipnorm > 0 else None for o in (first, second)]
+        values = [
+            o.clipvalue if o.clipvalue and o.clipvalue > 0 and norm is None else None
+            for o, norm in zip((first, second), norms)
+        ]
+        if any(norms):
+            square_sum = ops.sum(ops.square(gradient), None, keepdims=True)
+            positive = square_sum > 0
+            # Keras' two-tap `where`, so that a NaN gradient stays NaN.
+            norm = ops.where(
+                positive, ops.sqrt(ops.where(positive, square_sum, ops.ones_like(square_sum))),
+                square_sum,
+            )
+
+            def factor(clip):
+                return (1.0, 1.0) if clip is None else (clip, ops.maximum(norm, clip))
+
+            (scale_1, bound_1), (scale_2, bound_2) = factor(norms[0]), factor(norms[1])
+            scale = _lineage.choose(in_first, scale_1, scale_2)
+            gradient = ops.divide(
+                ops.multiply(gradient, ops.cast(scale, gradient.dtype)),
+                ops.cast(ops.where(in_first, bound_1, bound_2), gradient.dtype),
+            )
+        if any(values):
+            bounds = [float("inf") if v is None else v for v in values]
+            bound = ops.cast(_lineage.choose(in_first, *bounds), gradient.dtype)
+            gradient = ops.clip(gradient, -bound, bound)
+        return gradient
+
+    def _decay_for(self, index, learning_rate, in_first):
+        """The active phase's weight-decay factor for variable `index`."""
+        variable = self._trainable_variables[index]
+        rates = [
+            float(o.weight_decay) if o.weight_decay and o._use_weight_decay(variable) else 0.0
+            for o in (self.first, self.second)
+        ]
+        if rates == [0.0, 0.0]:
+            return None
+        return ops.cast(learning_rate, "float32") * _lineage.choose(in_first, *rates)
+
+    def update_step(self, gradient, variable, learning_rate):
+        """One variable's fused update (only with `fused=True`)."""
+        dtype = variable.dtype
+        gradient = ops.cast(gradient, dtype)
+        in_first, row = self._step_coefficients(learning_rate, dtype)
+        gradient = self._clip_for_phase(gradient, in_first)
+        index = self._get_variable_index(variable)
+        decay = self._decay_for(index, learning_rate, in_first)
+        slots = [
+            None if moments is None else moments[index]
+            for moments in (self._first_moments, self._second_moments)
+        ]
+        theta, m, v, step = _lineage.update(
+            row,
+            ops.convert_to_tensor(variable),
+            *[None if slot is None else ops.convert_to_tensor(slot) for slot in slots],
+            gradient,
+            decay=decay,
+        )
+        for slot, value in zip(slots, (m, v)):
+            if slot is not None:
+                self.assign(slot, value)
+        self.assign(variable, theta)
+        if self.second_learning_rate == "estimate":
+            step = ops.cast(step, "float32")
+            self.assign_add(self._step_square_sum, ops.sum(ops.square(step)))
+            self.assign_add(
+                self._gradient_square_sum, ops.sum(ops.square(ops.cast(gradient, "float32")))
+            )
+
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.pop("learning_rate", None)
@@ -419,6 +605,7 @@ class SwitchingOptimizer(SteerableOptimizer):
                 "switch_step": self.switch_step,
                 "second_learning_rate": self.second_learning_rate,
                 "estimate_decay": self.estimate_decay,
+                "fused": self.fused,
             }
         )
         return config
