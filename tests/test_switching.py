@@ -320,14 +320,17 @@ def test_fused_variables_are_own_scalars_shared_slots_then_inner_counters():
         "iteration", "lr_scale", "phase", "switch_iteration",
         "estimated_learning_rate", "step_ratio_average",
     ]
-    variables = [keras.Variable(np.ones((3,), "float32")), keras.Variable(np.ones((2,), "float32"))]
+    variables = [
+        keras.Variable(np.ones((3,), "float32"), name="kernel"),
+        keras.Variable(np.ones((2,), "float32"), name="bias"),
+    ]
     optimizer.build(variables)
     names = [v.name for v in optimizer.variables]
     # One first-moment and one second-moment slot per variable, shared by
     # Adam and SGD; each inner optimizer keeps its step count and its rate.
     assert names[6:] == [
-        "variable_first_moment", "variable_1_first_moment",
-        "variable_second_moment", "variable_1_second_moment",
+        "kernel_first_moment", "bias_first_moment",
+        "kernel_second_moment", "bias_second_moment",
         "iteration", "learning_rate", "iteration", "learning_rate",
     ]
     assert {id(v) for v in optimizer.first.variables + optimizer.second.variables} <= {

@@ -114,6 +114,33 @@ def select(condition, when_true: Row, when_false: Row) -> Row:
     )
 
 
+class StepCache:
+    """Per-step values computed once and reused for every variable.
+
+    `update_step` runs once per variable; the coefficients are the same for
+    all of them (per dtype), and on PyTorch, which runs eagerly, computing
+    them again for each variable costs a few dozen small operations. The
+    key is the learning-rate tensor, which the base class computes anew at
+    every step (and once per device under `tf.distribute`); the entry keeps
+    that tensor alive, so an identical `id` means the same step. The owner
+    calls `clear()` after each step.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict = {}
+
+    def get(self, learning_rate, dtype, compute):
+        key = (id(learning_rate), str(dtype))
+        entry = self._entries.get(key)
+        if entry is None or entry[0] is not learning_rate:
+            entry = (learning_rate, compute())
+            self._entries[key] = entry
+        return entry[1]
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 # --- the methods ----------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from keras_optlab import _validation
-from keras_optlab.optimizers import _numerics
+from keras_optlab.optimizers import _lineage, _numerics
 from keras_optlab.optimizers.base import SteerableOptimizer
 
 
@@ -153,6 +153,8 @@ class SWATS(SteerableOptimizer):
         # Per-step sums over all variables; reset at every step.
         self._projection_square = _scalar(self, "projection_square")
         self._projection_gradient = _scalar(self, "projection_gradient")
+        self._adam = _lineage.Method(self, "adam_float32", frozenset({"m", "v"}))
+        self._step_cache = _lineage.StepCache()
 
     def build(self, var_list):
         if self.built:
@@ -189,7 +191,10 @@ class SWATS(SteerableOptimizer):
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         self._projection_square.assign(0.0)
         self._projection_gradient.assign(0.0)
-        super()._backend_update_step(grads, trainable_variables, learning_rate)
+        try:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._step_cache.clear()
 
         step = _numerics.step_count(self)
         iteration = ops.cast(self.iterations, "int32")
@@ -228,80 +233,74 @@ class SWATS(SteerableOptimizer):
         )
         self.phase.assign(new_phase)
 
+    def _row(self, learning_rate, dtype, phase, switch_iteration, sgd_rate, switch_rate):
+        """This step's coefficients (`_lineage`): Adam's row, or SGD's with
+        momentum $\beta_1$ on the first-moment slot, which the first SGD
+        step empties, as the paper resets $v$ at the switch."""
+        in_sgd = ops.equal(phase, 1)
+        first_sgd_step = ops.logical_and(in_sgd, ops.less(switch_iteration, 0))
+        rate = ops.cast(learning_rate, "float32")
+        usable = ops.greater(switch_rate, 0.0)
+        ratio = ops.where(usable, rate / ops.where(usable, switch_rate, 1.0), 0.0)
+        sgd = _lineage.Row(
+            b1=self.beta_1, c1=1.0,
+            k1=ops.cast((1.0 - self.beta_1) * sgd_rate * ratio, dtype),
+        ).restarted(first_sgd_step, frozenset({"m"}))
+        return in_sgd, first_sgd_step, _lineage.select(
+            in_sgd, sgd, self._adam.row(learning_rate, dtype)
+        )
+
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
         gradient = ops.cast(gradient, dtype)
         index = self._get_variable_index(variable)
         momentum = self._momentums[index]
         velocity = self._velocities[index]
-        step = _numerics.step_count(self)
         iteration = ops.cast(self.iterations, "int32")
-        learning_rate = ops.cast(learning_rate, "float32")
+        step = _numerics.step_count(self)
 
-        global_phase = ops.convert_to_tensor(self.phase)
         if self.criterion == "global":
-            phase = global_phase
+            phase = ops.convert_to_tensor(self.phase)
             switch_iteration = ops.convert_to_tensor(self.switch_iteration)
             sgd_rate = ops.convert_to_tensor(self.sgd_learning_rate)
             switch_rate = ops.convert_to_tensor(self.switch_learning_rate)
+            in_sgd, first_sgd_step, row = self._step_cache.get(
+                learning_rate, dtype,
+                lambda: self._row(
+                    learning_rate, dtype, phase, switch_iteration, sgd_rate, switch_rate
+                ),
+            )
         else:
             state = self._variable_states[index]
-            phase = ops.maximum(ops.convert_to_tensor(state[0]), global_phase)
+            phase = ops.maximum(
+                ops.convert_to_tensor(state[0]), ops.convert_to_tensor(self.phase)
+            )
             switch_iteration = ops.convert_to_tensor(state[1])
             sgd_rate = ops.convert_to_tensor(state[3])
             switch_rate = ops.convert_to_tensor(state[4])
-        in_sgd = ops.equal(phase, 1)
-        first_sgd_step = ops.logical_and(in_sgd, ops.less(switch_iteration, 0))
+            in_sgd, first_sgd_step, row = self._row(
+                learning_rate, dtype, phase, switch_iteration, sgd_rate, switch_rate
+            )
 
-        # Both phases are one expression whose scalar coefficients the phase
-        # selects: per-element selects (`where` on whole tensors) cost as
-        # much as the update itself under XLA on CPU. SGD's velocity reuses
-        # Adam's first-moment slot, zeroed at the switch as in the paper, so
-        # a step reads and writes what Adam's does.
-        #   Adam: m <- b1 m + (1 - b1) g;   v <- b2 v + (1 - b2) g^2
-        #   SGD:  m <- b1 m + g (m = 0 first); v unchanged
-        beta_1, beta_2 = self.beta_1, self.beta_2
-        keep_m = ops.where(in_sgd, ops.where(first_sgd_step, 0.0, beta_1), beta_1)
-        add_g = ops.where(in_sgd, 1.0, 1.0 - beta_1)
-        keep_v = ops.where(in_sgd, 1.0, beta_2)
-        add_g2 = ops.where(in_sgd, 0.0, 1.0 - beta_2)
-        m_new = ops.add(
-            ops.multiply(ops.convert_to_tensor(momentum), ops.cast(keep_m, dtype)),
-            ops.multiply(gradient, ops.cast(add_g, dtype)),
-        )
-        v_new = ops.add(
-            ops.multiply(ops.convert_to_tensor(velocity), ops.cast(keep_v, dtype)),
-            ops.multiply(ops.square(gradient), ops.cast(add_g2, dtype)),
-        )
-        correction_1, correction_2 = _numerics.bias_corrections(beta_1, beta_2, step)
-        adam_scale = ops.where(
-            in_sgd, 0.0, learning_rate * ops.sqrt(correction_2) / correction_1
-        )
-        usable = ops.greater(switch_rate, 0.0)
-        ratio = ops.where(
-            usable, learning_rate / ops.where(usable, switch_rate, 1.0), 0.0
-        )
-        sgd_scale = ops.where(in_sgd, (1.0 - beta_1) * sgd_rate * ratio, 0.0)
-
-        denominator = ops.add(ops.sqrt(v_new), ops.cast(self.epsilon, dtype))
-        if self.epsilon == 0.0:
-            # 0 * (m / 0) would be NaN in the SGD phase for coordinates whose
-            # gradient was always zero.
-            denominator = ops.where(ops.equal(denominator, 0), ops.ones_like(denominator), denominator)
-        # Adam's step p_k (zero in the SGD phase, where adam_scale is 0).
-        adam_step = ops.negative(
-            ops.multiply(ops.divide(m_new, denominator), ops.cast(adam_scale, dtype))
+        # Both phases are one fused update whose coefficients the phase
+        # selects; SGD's velocity reuses Adam's first-moment slot.
+        theta, m_new, v_new, update = _lineage.update(
+            row,
+            ops.convert_to_tensor(variable),
+            ops.convert_to_tensor(momentum),
+            ops.convert_to_tensor(velocity),
+            gradient,
+            guard_zero=self.epsilon == 0.0,
         )
         self.assign(momentum, m_new)
         self.assign(velocity, v_new)
-        self.assign_add(
-            variable,
-            ops.subtract(adam_step, ops.multiply(m_new, ops.cast(sgd_scale, dtype))),
-        )
+        self.assign(variable, theta)
 
-        step_32 = ops.cast(adam_step, "float32")
-        square = ops.sum(ops.square(step_32))
-        dot = ops.sum(step_32 * ops.cast(gradient, "float32"))
+        # In the Adam phase the step is p_k = -update; in the SGD phase the
+        # sums below are not used.
+        update_32 = ops.cast(update, "float32")
+        square = ops.sum(ops.square(update_32))
+        dot = ops.negative(ops.sum(update_32 * ops.cast(gradient, "float32")))
         if self.criterion == "global":
             self.assign_add(self._projection_square, square)
             self.assign_add(self._projection_gradient, dot)
@@ -314,7 +313,9 @@ class SWATS(SteerableOptimizer):
         )
         self.assign(lambda_var, lambda_new)
         self.assign(rate_var, ops.where(valid, corrected, sgd_rate))
-        self.assign(switch_rate_var, ops.where(in_adam, learning_rate, switch_rate))
+        self.assign(
+            switch_rate_var, ops.where(in_adam, ops.cast(learning_rate, "float32"), switch_rate)
+        )
         self.assign(
             switch_var, ops.where(first_sgd_step, iteration, switch_iteration)
         )

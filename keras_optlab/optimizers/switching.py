@@ -219,7 +219,7 @@ class SwitchingOptimizer(SteerableOptimizer):
         self.estimate_decay = estimate_decay
         self.fused = fused
         self._methods = methods if fused else None
-        self._row_cache: dict = {}
+        self._step_cache = _lineage.StepCache()
         # Created here, after `iteration` and `lr_scale`, so that their
         # indices in `variables` do not depend on when the optimizer is built.
         self.phase = self.add_variable(
@@ -486,7 +486,7 @@ class SwitchingOptimizer(SteerableOptimizer):
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
-            self._row_cache.clear()
+            self._step_cache.clear()
         in_first = ops.equal(phase, 0)
         for inner, active in ((self.first, in_first), (self.second, ops.logical_not(in_first))):
             inner._iterations.assign_add(ops.cast(active, inner._iterations.dtype))
@@ -498,28 +498,24 @@ class SwitchingOptimizer(SteerableOptimizer):
             )
 
     def _step_coefficients(self, learning_rate, dtype):
-        """`(in_first, row)` for this step and `dtype`, computed once per step.
+        """`(in_first, row)` for this step and `dtype`, computed once per step."""
+        return self._step_cache.get(
+            learning_rate, dtype, lambda: self._compute_coefficients(learning_rate, dtype)
+        )
 
-        Keyed by the learning-rate tensor, which the base class computes
-        anew at every step (and, under `tf.distribute`, once per device).
-        """
-        key = (id(learning_rate), str(dtype))
-        cached = self._row_cache.get(key)
-        if cached is not None and cached[0] is learning_rate:
-            return cached[1]
+    def _compute_coefficients(self, learning_rate, dtype):
         in_first = ops.equal(ops.convert_to_tensor(self.phase), 0)
         first_method, second_method = self._methods
-        second_row = second_method.row(learning_rate, dtype)
         # The second method starts from empty slots, as a fresh optimizer.
         fresh = ops.logical_and(
             ops.logical_not(in_first),
             ops.equal(ops.convert_to_tensor(self.second._iterations), 0),
         )
-        second_row = second_row.restarted(fresh, second_method.slots)
+        second_row = second_method.row(learning_rate, dtype).restarted(
+            fresh, second_method.slots
+        )
         row = _lineage.select(in_first, first_method.row(learning_rate, dtype), second_row)
-        result = (in_first, row)
-        self._row_cache[key] = (learning_rate, result)
-        return result
+        return in_first, row
 
     def _clip_for_phase(self, gradient, in_first):
         """The active inner optimizer's `clipnorm` or `clipvalue`, as Keras'
