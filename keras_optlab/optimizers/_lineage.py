@@ -290,44 +290,78 @@ def _root(v, a, e, dtype):
     return ops.sqrt(_plus(_scale(a, v, dtype), offset))
 
 
-def update(row: Row, theta, m, v, gradient, decay=None, guard_zero=False):
-    """One fused step: the new `(theta, m, v)` and the step taken.
-
-    Args:
-        row: This step's coefficients (usually from `select`).
-        theta: The variable's value.
-        m, v: The slots' values, or `None` where no row keeps that slot.
-        gradient: The gradient, in the variable's dtype.
-        decay: $\\lambda$, the weight-decay factor of this step, or `None`.
-        guard_zero: Divide by 1 where the denominator is 0 (for
-            `epsilon=0`: 0/0 would turn a zero step into NaN).
-
-    Returns:
-        `(theta, m, v, step)`: the new values (`None` for absent slots) and
-        `(k1 m + k2 g) / (sqrt(a v + e) + f)`, which was subtracted.
-    """
-    dtype = theta.dtype
+def moments(row: Row, m, v, gradient):
+    """The new `(m, v)` (`None` for a slot no row keeps)."""
+    dtype = gradient.dtype
     if v is not None:
         v = _moment(v, ops.square(gradient), row.b2, row.c2, row.d2, dtype)
     if m is not None:
         m = _moment(
             m, gradient, row.b1, row.c1, row.d1, dtype, _root(v, row.am, row.em, dtype)
         )
+    return m, v
+
+
+def step(row: Row, m, v, gradient, guard_zero: bool = False):
+    """`(k1 m + k2 g) / (sqrt(a v + e) + f)` from the new slots, or `None`
+    where every row's step is 0.
+
+    `guard_zero` divides by 1 where the denominator is 0 (for `epsilon=0`,
+    where 0/0 would turn a zero step into NaN).
+    """
+    dtype = gradient.dtype
     numerator = _plus(
         None if m is None else _scale(row.k1, m, dtype), _scale(row.k2, gradient, dtype)
     )
-    root = _root(v, row.a, row.e, dtype)
-    denominator = root
-    if not (_is_number(row.f) and row.f == 0.0):
-        denominator = _plus(root, ops.cast(row.f, dtype))
     if numerator is None:
-        step = ops.zeros_like(theta)
-    elif denominator is None:
-        step = numerator
-    else:
-        if guard_zero:
-            denominator = ops.where(ops.equal(denominator, 0), 1, denominator)
-        step = ops.divide(numerator, denominator)
+        return None
+    denominator = _root(v, row.a, row.e, dtype)
+    if not (_is_number(row.f) and row.f == 0.0):
+        denominator = _plus(denominator, ops.cast(row.f, dtype))
+    if denominator is None:
+        return numerator
+    if guard_zero:
+        denominator = ops.where(ops.equal(denominator, 0), 1, denominator)
+    return ops.divide(numerator, denominator)
+
+
+def update(row: Row, theta, m, v, gradient, decay=None, guard_zero=False):
+    """One fused step: the new `(theta, m, v)`.
+
+    Args:
+        row: This step's coefficients (usually from `select`).
+        theta: The variable's value.
+        m, v: The slots' values, or `None` where no row keeps that slot.
+        gradient: The gradient, in the variable's dtype.
+        decay: $\lambda$, this step's weight-decay factor, or `None`.
+        guard_zero: See `step`.
+    """
+    dtype = theta.dtype
+    m, v = moments(row, m, v, gradient)
     if decay is not None:
         theta = ops.subtract(theta, ops.multiply(theta, ops.cast(decay, dtype)))
-    return ops.subtract(theta, step), m, v, step
+    taken = step(row, m, v, gradient, guard_zero)
+    if taken is not None:
+        theta = ops.subtract(theta, taken)
+    return theta, m, v
+
+
+def sums_when(condition, compute, count: int):
+    """`compute()` (a tuple of `count` float32 scalars) where the scalar
+    `condition` holds, else zeros.
+
+    The sums some methods need over all elements (SWATS' projections, the
+    estimated rate of a switch) are wasted in the phase that does not use
+    them, and XLA on CPU runs each as a pass of its own over the arrays.
+    Behind a value-returning conditional that only reads, the other phase
+    skips them; `compute` recomputes what it needs from its arguments
+    rather than sharing tensors with the update, which XLA would otherwise
+    keep whole in memory for both consumers. On PyTorch, which runs eagerly,
+    the sums are taken unconditionally (a branch there would read the
+    condition back from the device).
+    """
+    if keras.backend.backend() == "torch":
+        return compute()
+    return ops.cond(
+        condition, compute, lambda: tuple(ops.zeros((), "float32") for _ in range(count))
+    )

@@ -284,23 +284,28 @@ class SWATS(SteerableOptimizer):
 
         # Both phases are one fused update whose coefficients the phase
         # selects; SGD's velocity reuses Adam's first-moment slot.
-        theta, m_new, v_new, update = _lineage.update(
+        guard_zero = self.epsilon == 0.0
+        theta, m_new, v_new = _lineage.update(
             row,
             ops.convert_to_tensor(variable),
             ops.convert_to_tensor(momentum),
             ops.convert_to_tensor(velocity),
             gradient,
-            guard_zero=self.epsilon == 0.0,
+            guard_zero=guard_zero,
         )
         self.assign(momentum, m_new)
         self.assign(velocity, v_new)
         self.assign(variable, theta)
 
-        # In the Adam phase the step is p_k = -update; in the SGD phase the
-        # sums below are not used.
-        update_32 = ops.cast(update, "float32")
-        square = ops.sum(ops.square(update_32))
-        dot = ops.negative(ops.sum(update_32 * ops.cast(gradient, "float32")))
+        def projections():
+            # Adam's step p_k is minus the step just subtracted.
+            adam_step = ops.cast(_lineage.step(row, m_new, v_new, gradient, guard_zero), "float32")
+            return (
+                ops.sum(ops.square(adam_step)),
+                ops.negative(ops.sum(adam_step * ops.cast(gradient, "float32"))),
+            )
+
+        square, dot = _lineage.sums_when(ops.logical_not(in_sgd), projections, 2)
         if self.criterion == "global":
             self.assign_add(self._projection_square, square)
             self.assign_add(self._projection_gradient, dot)

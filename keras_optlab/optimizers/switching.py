@@ -573,7 +573,7 @@ class SwitchingOptimizer(SteerableOptimizer):
             None if moments is None else moments[index]
             for moments in (self._first_moments, self._second_moments)
         ]
-        theta, m, v, step = _lineage.update(
+        theta, m, v = _lineage.update(
             row,
             ops.convert_to_tensor(variable),
             *[None if slot is None else ops.convert_to_tensor(slot) for slot in slots],
@@ -585,11 +585,18 @@ class SwitchingOptimizer(SteerableOptimizer):
                 self.assign(slot, value)
         self.assign(variable, theta)
         if self.second_learning_rate == "estimate":
-            step = ops.cast(step, "float32")
-            self.assign_add(self._step_square_sum, ops.sum(ops.square(step)))
-            self.assign_add(
-                self._gradient_square_sum, ops.sum(ops.square(ops.cast(gradient, "float32")))
-            )
+
+            def square_sums():
+                taken = _lineage.step(row, m, v, gradient)
+                step_square = (
+                    ops.zeros((), "float32") if taken is None
+                    else ops.sum(ops.square(ops.cast(taken, "float32")))
+                )
+                return step_square, ops.sum(ops.square(ops.cast(gradient, "float32")))
+
+            step_square, gradient_square = _lineage.sums_when(in_first, square_sums, 2)
+            self.assign_add(self._step_square_sum, step_square)
+            self.assign_add(self._gradient_square_sum, gradient_square)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
