@@ -21,12 +21,18 @@ from keras_optlab.optimizers import SWATS
 
 
 def swats_reference(theta, gradient_fn, steps, lr, groups, beta_1=0.9,
-                    beta_2=0.999, eps=1e-9, tol=1e-9):
+                    beta_2=0.999, eps=1e-9, tol=1e-9, relative=False,
+                    patience=1, warmup=1):
     """Algorithm 1, each group of coordinates with its own criterion (one
     group spanning everything is the paper's global criterion). `lr` is a
     number or a function of k; after a switch SGD steps with
     Lambda * lr(k) / lr(k_switch), this library's reading of the paper's
     "decay Lambda with the learning rate".
+
+    The paper's criterion is |Lambda_k - gamma_k| < tol on one step k > 1
+    (`relative=False, patience=1, warmup=1`); otherwise the tolerance is
+    tol * |gamma_k|, and it must hold on `patience` consecutive steps
+    k > warmup.
 
     Returns the trajectory, the step k (1-based) at which each group
     switched (None if never), and each group's Lambda."""
@@ -38,6 +44,7 @@ def swats_reference(theta, gradient_fn, steps, lr, groups, beta_1=0.9,
     rate = [0.0] * len(groups)
     switched_at = [None] * len(groups)
     rate_at_switch = [None] * len(groups)
+    run = [0] * len(groups)
     learning_rate = lr if callable(lr) else (lambda k: lr)
     trajectory = []
     for k in range(1, steps + 1):
@@ -57,7 +64,9 @@ def swats_reference(theta, gradient_fn, steps, lr, groups, beta_1=0.9,
                 gamma = (p @ p) / (-(p @ g[part]))
                 lam[i] = beta_2 * lam[i] + (1 - beta_2) * gamma
                 corrected = lam[i] / (1 - beta_2**k)
-                if k > 1 and abs(corrected - gamma) < tol:
+                bound = tol * abs(gamma) if relative else tol
+                run[i] = run[i] + 1 if (k > warmup and abs(corrected - gamma) < bound) else 0
+                if run[i] >= patience:
                     switched_at[i] = k
                     rate[i] = corrected
                     rate_at_switch[i] = eta
@@ -80,6 +89,10 @@ def gradient_fn(x):
     return SCALES * x + 0.3
 
 
+# The paper's criterion: an absolute tolerance on a single step k > 1.
+PAPER = {"relative_tolerance": False, "switch_patience": 1, "switch_warmup": 1}
+
+
 def run_apply(optimizer, theta, steps, parts):
     """Trains one keras.Variable per part of `theta`."""
     variables = [keras.Variable(theta[part].astype("float32")) for part in parts]
@@ -95,7 +108,7 @@ def run_apply(optimizer, theta, steps, parts):
 @pytest.mark.parametrize("parts", [ALL, HALVES], ids=["one_variable", "two_variables"])
 def test_global_criterion_matches_reference_and_switches_where_it_does(parts):
     steps = 150
-    optimizer = SWATS(learning_rate=0.01, beta_2=0.9, switch_tolerance=1e-5)
+    optimizer = SWATS(learning_rate=0.01, beta_2=0.9, switch_tolerance=1e-5, **PAPER)
     actual = run_apply(optimizer, THETA, steps, parts)
     expected, switched_at, rate = swats_reference(
         THETA, gradient_fn, steps, 0.01, ALL, beta_2=0.9, tol=1e-5
@@ -113,7 +126,7 @@ def test_criterion_waits_for_the_second_step():
     # k > 1 keeps it from switching then. Near-constant gradients make the
     # criterion hold at k = 2.
     steps = 60
-    optimizer = SWATS(learning_rate=0.01, switch_tolerance=1e-4)
+    optimizer = SWATS(learning_rate=0.01, switch_tolerance=1e-4, **PAPER)
     actual = run_apply(optimizer, THETA, steps, ALL)
     expected, switched_at, _ = swats_reference(THETA, gradient_fn, steps, 0.01, ALL, tol=1e-4)
     assert switched_at == [2]
@@ -123,7 +136,7 @@ def test_criterion_waits_for_the_second_step():
 
 def test_per_variable_criterion_switches_each_variable_on_its_own():
     steps = 120
-    optimizer = SWATS(learning_rate=0.05, beta_2=0.9, switch_tolerance=1e-4, criterion="per_variable")
+    optimizer = SWATS(learning_rate=0.05, beta_2=0.9, switch_tolerance=1e-4, criterion="per_variable", **PAPER)
     actual = run_apply(optimizer, THETA, steps, HALVES)
     expected, switched_at, _ = swats_reference(
         THETA, gradient_fn, steps, 0.05, HALVES, beta_2=0.9, tol=1e-4
@@ -137,12 +150,94 @@ def test_per_variable_criterion_switches_each_variable_on_its_own():
     assert int(np.array(optimizer.phase)) == 0
 
 
+@pytest.mark.parametrize("patience", [10, 1], ids=["default_patience", "patience_1"])
+def test_default_relative_criterion_must_hold_on_consecutive_steps(patience):
+    steps = 150
+    optimizer = SWATS(learning_rate=0.03, beta_2=0.95, switch_patience=patience)
+    assert (optimizer.switch_tolerance, optimizer.relative_tolerance) == (0.02, True)
+    assert optimizer.switch_warmup == 10
+    actual = run_apply(optimizer, THETA, steps, ALL)
+    expected, switched_at, rate = swats_reference(
+        THETA, gradient_fn, steps, 0.03, ALL, beta_2=0.95, tol=0.02, relative=True,
+        patience=patience, warmup=10,
+    )
+    _, without_patience, _ = swats_reference(
+        THETA, gradient_fn, steps, 0.03, ALL, beta_2=0.95, tol=0.02, relative=True,
+        patience=1, warmup=10,
+    )
+    # The run of agreeing steps delays the switch on this problem.
+    assert switched_at[0] is not None and without_patience[0] is not None
+    if patience > 1:
+        assert switched_at[0] > without_patience[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=ATOL)
+    assert int(np.array(optimizer.switch_iteration)) == switched_at[0]
+    np.testing.assert_allclose(float(np.array(optimizer.sgd_learning_rate)), rate[0], rtol=1e-5)
+
+
+def test_default_per_variable_criterion_matches_reference():
+    steps = 150
+    optimizer = SWATS(learning_rate=0.03, beta_2=0.95, criterion="per_variable")
+    actual = run_apply(optimizer, THETA, steps, HALVES)
+    expected, switched_at, _ = swats_reference(
+        THETA, gradient_fn, steps, 0.03, HALVES, beta_2=0.95, tol=0.02, relative=True,
+        patience=10, warmup=10,
+    )
+    # The second half switches on its own; the first never agrees.
+    assert switched_at[0] is None and switched_at[1] is not None
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=ATOL)
+    assert int(np.array(optimizer.phase)) == 0
+
+
+def digits_mlp_problem(seed):
+    """Digits, a 64-128-10 MLP with weights drawn by NumPy (the same on
+    every backend) and a fixed NumPy shuffle."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(digits.target))[:1344]
+    x = (digits.data[order] / 16.0).astype("float32")
+    y = digits.target[order]
+    model = keras.Sequential(
+        [keras.Input((64,)), keras.layers.Dense(128, activation="relu"),
+         keras.layers.Dense(10, activation="softmax")]
+    )
+    limits = [np.sqrt(6 / (64 + 128)), np.sqrt(6 / (128 + 10))]
+    model.set_weights([
+        rng.uniform(-limits[0], limits[0], (64, 128)).astype("float32"),
+        np.zeros(128, "float32"),
+        rng.uniform(-limits[1], limits[1], (128, 10)).astype("float32"),
+        np.zeros(10, "float32"),
+    ])
+    model.compile(optimizer=SWATS(learning_rate=1e-3), loss="sparse_categorical_crossentropy",
+                  jit_compile=JIT_COMPILE)
+    return model, x, y
+
+
+def test_defaults_switch_where_full_batch_adam_settles():
+    # Full batch: the gradient is smooth and Adam converges in 600 steps.
+    model, x, y = digits_mlp_problem(seed=0)
+    history = model.fit(x, y, batch_size=len(x), epochs=600, shuffle=False, verbose=0)
+    switch = int(np.array(model.optimizer.switch_iteration))
+    assert 10 < switch < 600
+    assert history.history["loss"][-1] < 0.1 * history.history["loss"][0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_defaults_do_not_switch_in_the_first_epoch_of_minibatch_noise(seed):
+    model, x, y = digits_mlp_problem(seed)
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)  # 42 steps
+    assert int(np.array(model.optimizer.iterations)) == 42
+    assert int(np.array(model.optimizer.phase)) == 0
+    assert int(np.array(model.optimizer.switch_iteration)) == -1
+
+
 def test_sgd_rate_follows_a_learning_rate_schedule_after_the_switch():
     # The SGD phase steps with Lambda * eta_k / eta_s: a decaying schedule
     # keeps decaying after the switch.
     steps = 80
     schedule = keras.optimizers.schedules.ExponentialDecay(0.01, decay_steps=10, decay_rate=0.8)
-    optimizer = SWATS(learning_rate=schedule, switch_tolerance=1e-4)
+    optimizer = SWATS(learning_rate=schedule, switch_tolerance=1e-4, **PAPER)
     actual = run_apply(optimizer, THETA, steps, ALL)
     expected, switched_at, _ = swats_reference(
         THETA, gradient_fn, steps, lambda k: 0.01 * 0.8 ** ((k - 1) / 10), ALL, tol=1e-4
@@ -166,7 +261,7 @@ def test_zero_retraces_when_swats_switches_mid_fit():
         model = CountingModel(
             [keras.Input((8,)), keras.layers.Dense(4, activation="tanh"), keras.layers.Dense(1)]
         )
-        model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=tolerance),
+        model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=tolerance, **PAPER),
                       loss="mse", jit_compile=JIT_COMPILE)
         x, y = regression_data(n=64)
         model.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0)
@@ -186,7 +281,7 @@ def test_saved_before_and_after_the_switch_resume_like_uninterrupted(criterion, 
     def fresh():
         model = small_model()
         # A loose tolerance makes the switch happen at step 2.
-        model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=1.0, criterion=criterion),
+        model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=1.0, criterion=criterion, **PAPER),
                       loss="mse", jit_compile=JIT_COMPILE)
         return model
 
@@ -220,7 +315,7 @@ def test_saved_before_and_after_the_switch_resume_like_uninterrupted(criterion, 
 
 @pytest.mark.parametrize("steps_before", [1, 4])  # Adam phase, then SGD phase
 def test_non_finite_step_under_loss_scaling_leaves_state_untouched(steps_before):
-    inner = SWATS(learning_rate=0.01, switch_tolerance=1e-4)
+    inner = SWATS(learning_rate=0.01, switch_tolerance=1e-4, **PAPER)
     optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=4.0)
     variable = keras.Variable(THETA.astype("float32"))
     for _ in range(steps_before):
@@ -237,7 +332,7 @@ def test_non_finite_step_under_loss_scaling_leaves_state_untouched(steps_before)
 def test_callback_can_force_the_switch_with_the_current_estimate():
     x, y = regression_data(n=64)
     model = small_model()
-    model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=0.0),
+    model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=0.0, **PAPER),
                   loss="mse", jit_compile=JIT_COMPILE)
     switch = SwitchOptimizer(at_epoch=0)
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[switch])
@@ -253,6 +348,9 @@ def test_callback_can_force_the_switch_with_the_current_estimate():
     [
         ("switch_tolerance", -1e-9, r"Argument `switch_tolerance` must be in \[0, inf\). Received: switch_tolerance=-1e-09"),
         ("criterion", "layerwise", r"Argument `criterion` must be one of 'global', 'per_variable'"),
+        ("switch_patience", 0, r"Argument `switch_patience` must be in \[1, inf\). Received: switch_patience=0"),
+        ("switch_warmup", 2.5, r"Argument `switch_warmup` must be an integer"),
+        ("relative_tolerance", "yes", r"Argument `relative_tolerance` must be"),
         ("beta_2", 1.0, r"Argument `beta_2` must be in \[0, 1\). Received: beta_2=1.0"),
         ("epsilon", -1.0, r"Argument `epsilon` must be in \[0, inf\)"),
     ],

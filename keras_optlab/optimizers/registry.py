@@ -291,7 +291,7 @@ for _info in (
         name="swats",
         factory=SWATS,
         family="switching",
-        update_rule="Adam until the averaged projection λ̂ = p·p / (−p·g) settles (|λ̂ − γ| < ε), then SGD with momentum β₁ at rate λ̂",
+        update_rule="Adam until the averaged projected rate Λ of γ = p·p / (−p·g) settles (|Λ − γ| < 2 % of γ on 10 steps running), then SGD with momentum β₁ at rate Λ",
         paper="Keskar & Socher, 'Improving Generalization Performance by Switching from Adam to SGD', 2017, arXiv:1712.07628",
         keras_builtin=False,
     ),
