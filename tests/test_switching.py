@@ -275,14 +275,17 @@ def test_callback_bad_arguments(kwargs, message):
 # --- saving ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "branch"])
 @pytest.mark.parametrize("second_learning_rate", [None, "estimate"])
-def test_saved_before_and_after_the_switch_resume_like_uninterrupted(second_learning_rate, tmp_path):
+def test_saved_before_and_after_the_switch_resume_like_uninterrupted(second_learning_rate, fused, tmp_path):
     x, y = regression_data(n=96)
     chunks = [slice(0, 32), slice(32, 64), slice(64, 96)]  # 4 steps each
 
     def fresh():
         model = small_model()
-        optimizer = adam_then_momentum(switch_step=6, second_learning_rate=second_learning_rate)
+        optimizer = adam_then_momentum(
+            switch_step=6, second_learning_rate=second_learning_rate, fused=fused
+        )
         model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
         return model
 
@@ -301,6 +304,7 @@ def test_saved_before_and_after_the_switch_resume_like_uninterrupted(second_lear
         model.save(path)
         restored = keras.models.load_model(path)
         assert isinstance(restored.optimizer, SwitchingOptimizer)
+        assert restored.optimizer.fused == fused
         assert int(np.array(restored.optimizer.phase)) == expected_phase
         assert_weights_close(
             optimizer_state(restored.optimizer), optimizer_state(model.optimizer), rtol=0, atol=0
@@ -309,7 +313,7 @@ def test_saved_before_and_after_the_switch_resume_like_uninterrupted(second_lear
             fit(restored, chunk)
         assert int(np.array(restored.optimizer.phase)) == 1
         assert int(np.array(restored.optimizer.switch_iteration)) == 6
-        assert_weights_close(weights_of(restored), weights_of(uninterrupted))
+        assert_weights_close(weights_of(restored), weights_of(uninterrupted), rtol=0, atol=0)
 
 
 def test_fused_variables_are_own_scalars_shared_slots_then_inner_counters():
