@@ -62,12 +62,24 @@ class SwitchingOptimizer(SteerableOptimizer):
 
     One optimizer holds both methods. An integer variable `phase` (0 while
     `first` runs, 1 once `second` does) selects, at every step, which one
-    updates the weights; the other is not run at all (a value-returning
-    `ops.cond`), so a step costs what the active method's step costs. The
-    switch is a write to `phase`: by the optimizer itself at `switch_step`,
-    by the `keras_optlab.callbacks.SwitchOptimizer` callback at an epoch or on
-    a plateau, or by you. Nothing recompiles, each method keeps its state, and
-    a saved model remembers its phase.
+    updates the weights. The switch is a write to `phase`: by the optimizer
+    itself at `switch_step`, by the `keras_optlab.callbacks.SwitchOptimizer`
+    callback at an epoch or on a plateau, or by you. Nothing recompiles, and a
+    saved model remembers its phase.
+
+    **Two ways to run a step.** When both methods are in the table of
+    `keras_optlab.optimizers._lineage` (Keras' `SGD` plain, with momentum or
+    Nesterov; `RMSprop` not centered; `Adam` and `AdamW` without `amsgrad`;
+    keras_optlab's `AdaBound` with `final_lr=None`; none with an inner
+    `global_clipnorm` or an overridden `update_step`), a step is one fused
+    element-wise update whose per-step scalar coefficients the phase
+    selects (`fused=True`, chosen automatically): one kernel per variable,
+    the same arrays read and written before and after the switch, no
+    branch. For any other pair, or with `fused=False`, a value-returning
+    `ops.cond` runs the active optimizer's own update. Both give the same
+    weights, to float32 rounding; the fused update is the fast one under
+    XLA, where a conditional copies the state passing through it (see
+    docs/benchmarks.md).
 
     At step $t$ (0-based `iterations`), with phase $\phi_t$ and learning-rate
     scale $s$ (`lr_scale`):
@@ -118,12 +130,27 @@ class SwitchingOptimizer(SteerableOptimizer):
     `keras.optimizers.LossScaleOptimizer`: a step with non-finite gradients
     is then skipped without touching either method's state.
 
-    **Variables.** `variables` lists the wrapper's own (`iteration`,
-    `lr_scale`, `phase`, `switch_iteration`, `estimated_learning_rate`,
-    `step_ratio_average`), then all of `first`'s, then all of `second`'s:
-    everything is saved in `.keras` files and carried in JAX's train state.
-    `switch_iteration` is the `iterations` value of `second`'s first step,
-    -1 before it.
+    **Variables.** Their number and order are fixed by the configuration,
+    the same before and after the switch; everything is saved in `.keras`
+    files and carried in JAX's train state. First the wrapper's own:
+    `iteration`, `lr_scale`, `phase`, `switch_iteration` (the `iterations`
+    value of `second`'s first step, -1 before it),
+    `estimated_learning_rate`, `step_ratio_average`, and with
+    `fused=True, second_learning_rate="estimate"` the per-step sums
+    `step_square_sum`, `gradient_square_sum`. Then:
+
+    - fused: one `first_moment` slot per trained variable if either method
+      keeps a first moment, then one `second_moment` slot per variable if
+      either keeps a second moment; then `first`'s and `second`'s own
+      variables (step count and rate; they are not built). In phase 0 the
+      slots hold `first`'s state (Adam's $m$ and $v$; RMSprop's mean square
+      in `second_moment` and, with momentum, its velocity in
+      `first_moment`; SGD's velocity, in Keras' sign, $-\eta g$ summed, in
+      `first_moment`). At the first step of phase 1 the slots `second`
+      keeps are emptied and then hold `second`'s state in the same roles
+      (SGD's velocity in `first_moment`); a slot `second` does not keep
+      (Adam's $v$ after a switch to SGD) keeps its last value, unused.
+    - branch: all of `first`'s variables, then all of `second`'s.
 
     Departures: switching by hand in Keras means recompiling with a new
     optimizer, which starts `second` from fresh state and, mid-`fit` on
@@ -161,6 +188,9 @@ class SwitchingOptimizer(SteerableOptimizer):
             `"estimate"` for the estimate above. Defaults to `None`.
         estimate_decay: $\rho$, the decay of the average of step ratios, in
             [0, 1). Defaults to `0.9`.
+        fused: `None` to take the fused update when both methods allow it,
+            `False` for the branch, `True` to require the fused update (an
+            error names the method it does not cover). Defaults to `None`.
         **kwargs: Passed to `keras.optimizers.Optimizer`: `weight_decay`,
             `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
             `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
