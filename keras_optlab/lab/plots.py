@@ -4,12 +4,11 @@ non-interactive Agg backend: the lab runs on machines without a display."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from keras_optlab.lab.runs import CompareResults
+from keras_optlab.lab.records import Comparison
+
 
 
 def pyplot():
@@ -48,13 +47,13 @@ def _finish(figure, path, close):
     return figure
 
 
-def _stack(results: "CompareResults", name: str, key: str) -> np.ndarray:
+def _stack(results: Comparison, name: str, key: str) -> np.ndarray:
     rows = [run.history.get(key, []) for run in results.runs_of(name)]
     width = max(len(r) for r in rows)
     return np.asarray([list(r) + [np.nan] * (width - len(r)) for r in rows], dtype=float)
 
 
-def plot_curves(results: "CompareResults", path=None, close: bool = False):
+def plot_curves(results: Comparison, path=None, close: bool = False):
     """Four panels (training/validation x loss/accuracy) against the epoch;
     one line per optimizer, the mean over seeds with a band of one standard
     deviation when there are several. Loss is on a log scale."""
@@ -96,7 +95,7 @@ def plot_curves(results: "CompareResults", path=None, close: bool = False):
     return _finish(figure, path, close)
 
 
-def plot_learning_rates(results: "CompareResults", path=None, close: bool = False):
+def plot_learning_rates(results: Comparison, path=None, close: bool = False):
     """The effective learning rate at the end of each epoch (as logged by
     `LearningRateLogger`), log scale; a vertical dotted line and a marker
     where an optimizer's phase changed."""
