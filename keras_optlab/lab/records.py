@@ -222,3 +222,188 @@ class Comparison:
             "summary": self.summary(),
             "runs": [run.to_dict() for run in self.runs],
         }
+
+
+@dataclasses.dataclass
+class TrialRecord:
+    """One trial of a tuning study.
+
+    Attributes:
+        number: Optuna's trial number within the candidate's study.
+        state: `"complete"`, `"pruned"`, `"fail"`, `"running"` or `"waiting"`.
+        params: The hyperparameters, by the candidate's names (real values).
+        values: The monitored validation metric at the end of each epoch run.
+        seconds: Wall time of the trial (`None` while unfinished).
+        diverged: Whether it stopped on a non-finite metric.
+        is_default: Whether it is the candidate's untuned setting.
+    """
+
+    number: int
+    state: str
+    params: dict[str, Any]
+    values: list[float]
+    seconds: float | None
+    diverged: bool = False
+    is_default: bool = False
+
+    def best(self, minimise: bool) -> float:
+        """Best monitored value of any epoch run (NaN if none)."""
+        if not self.values:
+            return math.nan
+        return float(self.values[best_index(self.values, minimise)])
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["values"] = [finite_or_none(v) for v in self.values]
+        return data
+
+
+@dataclasses.dataclass
+class CandidateOutcome:
+    """A candidate's study: its trials, and its default and tuned settings
+    retrained over the evaluation seeds.
+
+    Attributes:
+        name: The candidate.
+        space: The search space: per hyperparameter, its `to_dict()`.
+        default_params: The untuned setting.
+        best_params: The best trial's setting (`default_params` if the
+            default trial was best).
+        best_trial: The best trial's number, or `None` before any finished.
+        trials: Every trial of the study.
+        default_runs: The default setting, one run per evaluation seed.
+        tuned_runs: The best setting, one run per evaluation seed.
+    """
+
+    name: str
+    space: dict[str, dict[str, Any]]
+    default_params: dict[str, Any]
+    best_params: dict[str, Any]
+    best_trial: int | None
+    trials: list[TrialRecord]
+    default_runs: list[RunRecord]
+    tuned_runs: list[RunRecord]
+
+    def count(self, state: str) -> int:
+        return sum(trial.state == state for trial in self.trials)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "space": self.space,
+            "default_params": self.default_params,
+            "best_params": self.best_params,
+            "best_trial": self.best_trial,
+            "trials": [trial.to_dict() for trial in self.trials],
+            "default_runs": [run.to_dict() for run in self.default_runs],
+            "tuned_runs": [run.to_dict() for run in self.tuned_runs],
+        }
+
+
+@dataclasses.dataclass
+class TuneRecords:
+    """Everything a tuning study measured, one `CandidateOutcome` each.
+
+    Attributes:
+        candidates: In the order asked for.
+        settings: Workload, budget, seeds, storage and the other choices.
+        wall_seconds: Wall time of this process's work.
+    """
+
+    candidates: list[CandidateOutcome]
+    settings: dict[str, Any]
+    wall_seconds: float = 0.0
+
+    @property
+    def monitor(self) -> str:
+        return self.settings["monitor"]
+
+    @property
+    def minimise(self) -> bool:
+        return self.settings["mode"] == "min"
+
+    def candidate(self, name: str) -> CandidateOutcome:
+        return next(c for c in self.candidates if c.name == name)
+
+    def target(self) -> float | None:
+        """The target of "epochs to reach": the one given, or else the
+        worst candidate's tuned mean best value (so that every candidate
+        reaches it on average)."""
+        if self.settings.get("target") is not None:
+            return float(self.settings["target"])
+        means = []
+        for outcome in self.candidates:
+            values = [run.metric_summary(self.monitor, self.minimise)["best"] for run in outcome.tuned_runs]
+            if values and all(math.isfinite(v) for v in values):
+                means.append(float(np.mean(values)))
+        if not means:
+            return None
+        return max(means) if self.minimise else min(means)
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per candidate: mean and 95 % confidence interval over seeds of
+        the best and final monitored value (tuned, and default), the gain
+        of tuning (tuned − default per seed, paired by seed; for a minimised
+        metric default − tuned, so a positive gain is an improvement),
+        seconds per epoch, epochs and seconds to the target (over the seeds
+        that reached it), and trial counts."""
+        from keras_optlab.lab import stats
+
+        target = self.target()
+        table = {}
+        for outcome in self.candidates:
+            tuned = [r.metric_summary(self.monitor, self.minimise, target) for r in outcome.tuned_runs]
+            default = [r.metric_summary(self.monitor, self.minimise, target) for r in outcome.default_runs]
+            entry: dict[str, Any] = {
+                "best_params": outcome.best_params,
+                "trials": {s: outcome.count(s) for s in ("complete", "pruned", "fail")},
+            }
+            for label, rows in (("tuned", tuned), ("default", default)):
+                entry[f"{label}_best"] = stats.mean_interval([r["best"] for r in rows]).to_dict()
+                entry[f"{label}_final"] = stats.mean_interval([r["final"] for r in rows]).to_dict()
+            by_seed_default = {r.seed: s["best"] for r, s in zip(outcome.default_runs, default)}
+            sign = -1.0 if self.minimise else 1.0
+            gains = [
+                sign * (s["best"] - by_seed_default[r.seed])
+                for r, s in zip(outcome.tuned_runs, tuned) if r.seed in by_seed_default
+            ]
+            entry["gain"] = stats.mean_interval(gains).to_dict()
+            entry["seconds_per_epoch"] = stats.mean_interval([r["seconds_per_epoch"] for r in tuned]).to_dict()
+            reached = [r for r in tuned if r["epochs_to_target"] is not None]
+            entry["target"] = target
+            entry["reached_target"] = f"{len(reached)}/{len(tuned)}"
+            entry["epochs_to_target"] = stats.mean_interval([r["epochs_to_target"] for r in reached]).to_dict()
+            entry["seconds_to_target"] = stats.mean_interval([r["seconds_to_target"] for r in reached]).to_dict()
+            table[outcome.name] = entry
+        return table
+
+    def pairwise(self) -> dict[str, dict[str, Any]]:
+        """Welch's t-test (`keras_optlab.lab.stats`) between every two
+        candidates' tuned best values over seeds; keys `"a|b"`. Empty with
+        fewer than 2 seeds."""
+        from keras_optlab.lab import stats
+
+        out = {}
+        values = {
+            c.name: [r.metric_summary(self.monitor, self.minimise)["best"] for r in c.tuned_runs]
+            for c in self.candidates
+        }
+        names = list(values)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                if len(values[a]) < 2 or len(values[b]) < 2:
+                    continue
+                if not all(map(math.isfinite, values[a] + values[b])):
+                    continue
+                out[f"{a}|{b}"] = stats.welch_test(values[a], values[b]).to_dict()
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "keras_optlab.tune/1",
+            "settings": self.settings,
+            "wall_seconds": self.wall_seconds,
+            "summary": self.summary(),
+            "pairwise": self.pairwise(),
+            "candidates": [c.to_dict() for c in self.candidates],
+        }

@@ -27,8 +27,14 @@ FORMAT_PREFIX = "keras_optlab."
 
 
 def _is_replaceable(target: pathlib.Path) -> bool:
-    if not any(target.iterdir()):
-        return True
+    # A tuning folder may hold its study (study.sqlite3): never replace it.
+    if (target / "study.sqlite3").exists():
+        return False
+    return not any(target.iterdir()) or is_report_folder(target)
+
+
+def is_report_folder(target: pathlib.Path) -> bool:
+    """Whether `target` holds a `results.json` written by the lab."""
     try:
         marker = json.loads((target / "results.json").read_text())
     except (OSError, ValueError):
