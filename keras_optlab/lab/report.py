@@ -27,9 +27,6 @@ FORMAT_PREFIX = "keras_optlab."
 
 
 def _is_replaceable(target: pathlib.Path) -> bool:
-    # A tuning folder may hold its study (study.sqlite3): never replace it.
-    if (target / "study.sqlite3").exists():
-        return False
     return not any(target.iterdir()) or is_report_folder(target)
 
 
@@ -57,6 +54,10 @@ class ReportFolder:
         self.target = pathlib.Path(target).expanduser().absolute()
         if self.target.is_file():
             raise UsageError(f"Output folder {str(target)!r} is an existing file.")
+        if (self.target / "study.sqlite3").exists():
+            raise UsageError(
+                f"Output folder {str(target)!r} holds an optlab tune study; choose another --out."
+            )
         if self.target.is_dir() and not _is_replaceable(self.target):
             raise UsageError(
                 f"Output folder {str(target)!r} exists and is not an optlab "

@@ -33,7 +33,13 @@ def format_params(params: Mapping[str, Any]) -> str:
     """`name=value` pairs, three significant digits."""
     parts = []
     for name, value in params.items():
-        shown = str(value) if isinstance(value, int) and not isinstance(value, bool) else f"{value:.3g}"
+        if isinstance(value, int) and not isinstance(value, bool):
+            shown = str(value)
+        elif 0.9 <= value < 1.0:
+            # Decay rates near 1 (β₂ = 0.9996): enough digits to tell 1 − value.
+            shown = f"{value:.{math.ceil(-math.log10(1.0 - value)) + 1}f}"
+        else:
+            shown = f"{value:.3g}"
         parts.append(f"{name}={shown}")
     return ", ".join(parts)
 

@@ -577,7 +577,7 @@ class _Runner:
         self.work = work
         self.studies = studies
         self.started = started
-        self.unit_seconds: list[float] = []
+        self.seconds: dict[str, list[float]] = {}
         self.units_done = 0
         self.weights: dict[int, list] = {}
 
@@ -598,15 +598,19 @@ class _Runner:
                 role == "tuned" and seed == s for role, _, seed in stored))
         return trials_left, runs_left
 
-    def _progress(self, what: str, seconds: float) -> None:
-        self.unit_seconds.append(seconds)
+    def _progress(self, what: str, seconds: float, kind: str) -> None:
+        """Prints one line: what finished, what is left, and the time left
+        (trials left at the mean trial time, seed runs at the mean time of a
+        run of every epoch)."""
+        self.seconds.setdefault(kind, []).append(seconds)
         self.units_done += 1
         if not self.plan.verbose:
             return
         trials_left, runs_left = self._left()
-        left = trials_left + runs_left
-        average = sum(self.unit_seconds) / len(self.unit_seconds)
-        eta = f"about {_duration(average * left)} to go" if left else "nothing left"
+        trial_times = self.seconds.get("trial") or self.seconds.get("full") or [seconds]
+        full_times = self.seconds.get("full") or trial_times
+        estimate = trials_left * _mean(trial_times) + runs_left * _mean(full_times)
+        eta = f"about {_duration(estimate)} to go" if trials_left + runs_left else "nothing left"
         self.plan.say(
             f"[tune] {what}; {self.units_done} done here, {trials_left} trials and "
             f"{runs_left} seed runs left, {eta}"
@@ -674,7 +678,10 @@ class _Runner:
                 t for t in study.get_trials(deepcopy=False)
                 if t.state.is_finished() and t.number not in before
             ]
-            self._progress(_trial_text(candidate.name, mine, self.work.monitor), time.perf_counter() - began)
+            spent = time.perf_counter() - began
+            self._progress(_trial_text(candidate.name, mine, self.work.monitor), spent, "trial")
+            if mine and mine[-1].state.name == "COMPLETE":
+                self.seconds.setdefault("full", []).append(spent)
 
     def _wait_for_running(self, study) -> None:
         import optuna
@@ -721,6 +728,7 @@ class _Runner:
             self._progress(
                 f"{candidate.name} {role} seed {seed}: best {self.work.monitor} {value:.4g}",
                 time.perf_counter() - began,
+                "full",
             )
         return self._collect(best)
 
@@ -854,6 +862,10 @@ def _trial_text(name: str, trials, monitor: str) -> str:
     else:
         detail = state
     return f"{name} trial {trial.number}: {detail}"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
 
 
 def _duration(seconds: float) -> str:
