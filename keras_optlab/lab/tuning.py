@@ -579,6 +579,7 @@ class _Runner:
         self.started = started
         self.seconds: dict[str, list[float]] = {}
         self.units_done = 0
+        self.units: list[tuple[Candidate, str, int | None, int]] | None = None
         self.weights: dict[int, list] = {}
 
     # progress ---------------------------------------------------------
@@ -593,9 +594,17 @@ class _Runner:
         runs_left = 0
         for name, study in self.studies.items():
             stored = _stored_runs(study)
-            runs_left += sum(1 for s in self._eval_seeds() if ("default", None, s) not in stored)
-            runs_left += sum(1 for s in self._eval_seeds() if not any(
-                role == "tuned" and seed == s for role, _, seed in stored))
+            if self.units is not None:
+                runs_left += sum(
+                    1 for c, role, number, seed in self.units
+                    if c.name == name and (role, number, seed) not in stored
+                )
+                continue
+            # Before the best settings are known: the default and a tuned
+            # run for each seed.
+            for seed in self._eval_seeds():
+                runs_left += ("default", None, seed) not in stored
+                runs_left += not any(r == "tuned" and s == seed for r, _, s in stored)
         return trials_left, runs_left
 
     def _progress(self, what: str, seconds: float, kind: str) -> None:
@@ -713,6 +722,7 @@ class _Runner:
                 units.append((candidate, "default", None, seed))
                 if number is not None and not _is_default_trial(study, number):
                     units.append((candidate, "tuned", number, seed))
+        self.units = units
         # Each process starts at its own place in the list, so that workers
         # sharing a storage meet rarely on the same run.
         offset = random.Random(os.getpid()).randrange(len(units)) if units else 0
