@@ -223,17 +223,31 @@ def open_storage(url: str, heartbeat_interval: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=heartbeat_interval,
-            grace_period=GRACE_INTERVALS * heartbeat_interval,
-            heartbeat_stale_trial_callback=retry,
-        )
-    except Exception as error:  # noqa: BLE001 - cannot connect, no driver, not a database
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"Cannot open storage {redact(url)!r}: {reason}") from None
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=GRACE_INTERVALS * heartbeat_interval,
+                heartbeat_stale_trial_callback=retry,
+            )
+        except sqlalchemy.exc.DBAPIError as error:
+            # Workers starting together on a new database race to create
+            # its tables; the loser finds them made on the next attempt.
+            if attempt == 4 or not isinstance(
+                error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError)
+            ):
+                failure = error
+                break
+            time.sleep(0.5 + random.random())
+        except Exception as error:  # noqa: BLE001 - no driver, not a database
+            failure = error
+            break
+    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
+    raise UsageError(f"Cannot open storage {redact(url)!r}: {reason}")
 
 
 def _study_names(storage) -> set[str]:
@@ -285,6 +299,7 @@ class _Plan:
     verbose: int
     say: Callable[[str], None]
     storage_shown: str = "memory"
+    storage: Any = None
 
 
 def tune(
@@ -541,6 +556,7 @@ def _open_studies(plan: _Plan, work) -> dict[str, Any]:
                 )
         studies[candidate.name] = created
     plan.storage_shown = shown
+    plan.storage = storage
     return studies
 
 
@@ -706,6 +722,9 @@ class _Runner:
                 )
                 announced = True
             optuna.storages.fail_stale_trials(study)
+            _fail_silent_trials(
+                study, self.plan.storage, running, GRACE_INTERVALS * self.plan.heartbeat_interval
+            )
             time.sleep(1.0)
 
     def run(self) -> TuneResults:
@@ -795,6 +814,43 @@ class _Runner:
             "steps_per_execution": self.plan.steps_per_execution,
         }
         return TuneResults(candidates=outcomes, settings=settings)
+
+
+def _fail_silent_trials(study, storage, running, grace_seconds: float) -> None:
+    """Fails running trials that never sent a heartbeat and started more
+    than `grace_seconds` ago: a process killed between creating a trial and
+    its first heartbeat leaves one, and Optuna's stale-trial check only
+    looks at trials that have a heartbeat."""
+    import datetime
+
+    import optuna
+
+    engine = getattr(storage, "engine", None)
+    if engine is None or not running:
+        return
+    import sqlalchemy
+
+    try:
+        with engine.connect() as connection:
+            beating = {row[0] for row in connection.execute(
+                sqlalchemy.text("SELECT trial_id FROM trial_heartbeats")
+            )}
+    except Exception:  # noqa: BLE001 - another schema: leave it to Optuna
+        return
+    now = datetime.datetime.now()
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial in running:
+        started = trial.datetime_start
+        if trial._trial_id in beating or started is None:
+            continue
+        if (now - started).total_seconds() <= grace_seconds:
+            continue
+        try:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        except Exception:  # noqa: BLE001 - another process failed it first
+            continue
+        if callback is not None:
+            callback(study, study.get_trials(deepcopy=True)[trial.number])
 
 
 def _run_key(role: str, number: int | None, seed: int) -> str:
