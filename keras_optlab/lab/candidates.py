@@ -24,7 +24,6 @@ Hyperparameter names: the optimizer's keep their own (`learning_rate`,
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping, Sequence
 
 from keras_optlab.lab.errors import UsageError
@@ -238,22 +237,3 @@ def parse_candidates(texts: Sequence[str], argument: str = "candidates") -> list
     if len(set(names)) != len(names):
         raise UsageError(f"Argument `{argument}` names one candidate twice: {', '.join(names)}.")
     return parsed
-
-
-def check_hyperparameters(candidate: Candidate, values: Mapping[str, Any]) -> dict[str, Any]:
-    """`values` after checking each name belongs to `candidate` and is finite."""
-    space = candidate.search_space()
-    checked = {}
-    for key, value in dict(values).items():
-        if key not in space:
-            raise UsageError(
-                f"Candidate {candidate.name!r} has no hyperparameter {key!r}. "
-                f"Known: {', '.join(space)}."
-            )
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise UsageError(
-                f"Hyperparameter {key!r} of {candidate.name!r} must be a finite number. "
-                f"Received: {value!r}"
-            )
-        checked[key] = value
-    return checked

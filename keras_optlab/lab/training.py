@@ -10,7 +10,6 @@ before `fit`, so shuffling (of arrays) gives every candidate the same order.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -146,7 +145,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (np.floating,)):
         return float(value)
     return value
-
-
-def is_finite(value: float) -> bool:
-    return value is not None and math.isfinite(value)

@@ -637,8 +637,9 @@ class _Runner:
         estimate = trials_left * _mean(trial_times) + runs_left * _mean(full_times)
         eta = f"about {_duration(estimate)} to go" if trials_left + runs_left else "nothing left"
         self.plan.say(
-            f"[tune] {what}; {self.units_done} done here, {trials_left} trials and "
-            f"{runs_left} seed runs left, {eta}"
+            f"[tune] {what}; {self.units_done} done here, {trials_left} trial"
+            f"{'' if trials_left == 1 else 's'} and {runs_left} seed run{'' if runs_left == 1 else 's'} "
+            f"left, {eta}"
         )
 
     # runs -------------------------------------------------------------
