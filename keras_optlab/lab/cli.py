@@ -58,10 +58,10 @@ def _range_pair(text: str) -> tuple[str, tuple[float, float]]:
         ) from None
 
 
-def _common(parser: argparse.ArgumentParser, out: str) -> None:
+def _common(parser: argparse.ArgumentParser, out: str, out_help: str | None = None) -> None:
     parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend (sets KERAS_BACKEND). Default: KERAS_BACKEND, else Keras' own default.")
-    parser.add_argument("--out", default=out, help=f"report folder, replaced if it is an old report (default: {out})")
+    parser.add_argument("--out", default=out, help=(out_help or "report folder, replaced if it is an old report") + f" (default: {out})")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="heartbeat interval of a running trial; one silent for 3 intervals is failed and retried (default: 10)")
     tune.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto", help="XLA/jit for the train step (default: auto)")
     tune.add_argument("--steps-per-execution", type=int, default=None, help="train steps per compiled call (default: 16; 1 on PyTorch)")
-    _common(tune, "optlab-tune")
+    _common(tune, "optlab-tune", "report folder, also holding the study unless --storage is given; "
+                                 "its files are updated, others are kept")
 
     find_lr = commands.add_parser("find-lr", help="learning-rate range test (Smith 2017)")
     _data_arguments(find_lr)
