@@ -3,5 +3,6 @@
 from keras_optlab.callbacks.lr_logger import LearningRateLogger
 from keras_optlab.callbacks.plateau import ReduceLROnPlateau
 from keras_optlab.callbacks.switch import SwitchOptimizer
+from keras_optlab.callbacks.registry import CallbackInfo, list_callbacks
 
-__all__ = ["LearningRateLogger", "ReduceLROnPlateau", "SwitchOptimizer"]
+__all__ = ["CallbackInfo", "LearningRateLogger", "ReduceLROnPlateau", "SwitchOptimizer", "list_callbacks"]

@@ -1,8 +1,8 @@
-"""The lab: compare optimizers on real data, find a learning rate, and draw
-what happened.
+"""The lab: compare and tune optimizers on real data, find a learning rate,
+and draw what happened.
 
-`compare`, `find_lr` and `surface` are the Python side of the `optlab`
-command's `compare`, `find-lr` and `surface`. Names load on first use, so
+`compare`, `tune`, `find_lr` and `surface` are the Python side of the
+`optlab` command's `compare`, `tune`, `find-lr` and `surface`. Names load on first use, so
 that `keras_optlab.lab.cli` can choose the Keras backend before keras is
 imported.
 """
@@ -18,6 +18,11 @@ _EXPORTS = {
     "default_optimizers": "keras_optlab.lab.runs",
     "find_lr": "keras_optlab.lab.lr_range",
     "FindLRResult": "keras_optlab.lab.lr_range",
+    "tune": "keras_optlab.lab.tuning",
+    "TuneResults": "keras_optlab.lab.tuning",
+    "BUDGETS": "keras_optlab.lab.tuning",
+    "parse_candidate": "keras_optlab.lab.candidates",
+    "Candidate": "keras_optlab.lab.candidates",
     "surface": "keras_optlab.lab.surfaces",
     "SurfaceResult": "keras_optlab.lab.surfaces",
     "TEST_FUNCTIONS": "keras_optlab.lab.surfaces",

@@ -1,4 +1,4 @@
-"""The `optlab` command: `compare`, `find-lr` and `surface`.
+"""The `optlab` command: `compare`, `tune`, `find-lr` and `surface`.
 
 Arguments are parsed before keras is imported, because `--backend` must set
 KERAS_BACKEND first; every keras import in the lab is therefore inside a
@@ -45,10 +45,23 @@ def _rate_pair(text: str) -> tuple[str, float]:
         ) from None
 
 
-def _common(parser: argparse.ArgumentParser, out: str) -> None:
+def _range_pair(text: str) -> tuple[str, tuple[float, float]]:
+    name, sep, values = text.partition("=")
+    low, comma, high = values.partition(",")
+    try:
+        if not sep or not comma:
+            raise ValueError
+        return name.strip(), (float(low), float(high))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=LOW,HIGH such as adam=1e-4,1e-2, got {text!r}"
+        ) from None
+
+
+def _common(parser: argparse.ArgumentParser, out: str, out_help: str | None = None) -> None:
     parser.add_argument("--backend", choices=BACKENDS,
                         help="Keras backend (sets KERAS_BACKEND). Default: KERAS_BACKEND, else Keras' own default.")
-    parser.add_argument("--out", default=out, help=f"report folder, replaced if it is an old report (default: {out})")
+    parser.add_argument("--out", default=out, help=(out_help or "report folder, replaced if it is an old report") + f" (default: {out})")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -69,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="train one model with several optimizers from the same initial weights")
     _data_arguments(compare)
     compare.add_argument("--optimizers", type=_comma_list, default=None,
-                         help="comma-separated registry names (default: the seed family, plus adam_then_sgd when registered)")
+                         help="comma-separated candidates: registry names, optionally +schedule and +callback "
+                              "such as adam+step or adam+plateau (default: the seed family, plus adam_then_sgd when registered)")
     compare.add_argument("--epochs", type=int, default=None, help="epochs per run (default: 20)")
     compare.add_argument("--batch-size", default=None, help="N (mini-batch), 1 (stochastic) or full (batch) (default: 32)")
     compare.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds and report mean and spread (default: 1)")
@@ -81,6 +95,35 @@ def build_parser() -> argparse.ArgumentParser:
                          help="XLA/jit for the train step (default: auto, Keras' choice)")
     compare.add_argument("--steps-per-execution", type=int, default=None, help="train steps per compiled call (default: 16; 1 on PyTorch, which accepts no other)")
     _common(compare, "optlab-report")
+
+    tune = commands.add_parser(
+        "tune", help="tune each candidate on a budget (Optuna study), then retrain the best over several seeds")
+    tune.add_argument("--candidates", type=_comma_list, default=None,
+                      help="comma-separated candidates such as adam,radam,adam+step,adam+plateau,nag+one_cycle "
+                           "(default: adam,radam,nag)")
+    tune.add_argument("--budget", default="quick",
+                      help="quick (8 trials, 3 seeds, 8 epochs; default), standard (25, 5, 20) or thorough (60, 10, 30)")
+    tune.add_argument("--trials", type=int, default=None, help="finished trials per candidate (default: the budget's)")
+    tune.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default: the budget's)")
+    tune.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the budget's)")
+    tune.add_argument("--model", default="mlp", help="mlp (default), cnn, or package.module:function returning an uncompiled keras.Model")
+    tune.add_argument("--data", default="digits",
+                      help="digits (default), mnist1d, a .npz file with x_train, y_train, x_val, y_val, or package.module:function")
+    tune.add_argument("--loss", default=None, help="Keras loss name (default: from the labels)")
+    tune.add_argument("--metric", default=None, help="validation metric to optimise, a Keras metric name or 'loss' (default: accuracy for classes, the loss otherwise)")
+    tune.add_argument("--batch-size", type=int, default=32, help="examples per step with array data (default: 32)")
+    tune.add_argument("--seed", type=int, default=0, help="tuning seed; evaluation uses the next --seeds seeds (default: 0)")
+    tune.add_argument("--target", type=float, default=None, help="metric value whose epochs-to-reach are reported (default: the worst candidate's tuned mean)")
+    tune.add_argument("--storage", default=None, help="database URL Optuna accepts, shared by workers (default: sqlite file study.sqlite3 in --out)")
+    tune.add_argument("--study", default="optlab", help="study name; candidate C is study NAME/C (default: optlab)")
+    tune.add_argument("--lr-range", type=_range_pair, action="append", default=[], metavar="NAME=LOW,HIGH",
+                      help="learning-rate range of one candidate (default: registry suggestion /10 .. x10); repeatable")
+    tune.add_argument("--heartbeat", type=int, default=None, metavar="SECONDS",
+                      help="heartbeat interval of a running trial; one silent for 3 intervals is failed and retried (default: 10)")
+    tune.add_argument("--jit-compile", choices=("auto", "on", "off"), default="auto", help="XLA/jit for the train step (default: auto)")
+    tune.add_argument("--steps-per-execution", type=int, default=None, help="train steps per compiled call (default: 16; 1 on PyTorch)")
+    _common(tune, "optlab-tune", "report folder, also holding the study unless --storage is given; "
+                                 "its files are updated, others are kept")
 
     find_lr = commands.add_parser("find-lr", help="learning-rate range test (Smith 2017)")
     _data_arguments(find_lr)
@@ -139,6 +182,37 @@ def _run_compare(args) -> None:
         steps_per_execution=args.steps_per_execution,
         verbose=_verbosity(args.quiet),
         switch_epoch=args.switch_epoch,
+    )
+    if not args.quiet:
+        print()
+        print(results.table(), end="")
+    print(f"Report written to {os.path.abspath(args.out)}")
+
+
+def _run_tune(args) -> None:
+    from keras_optlab.lab import tuning
+
+    results = tuning.tune(
+        args.candidates,
+        model=args.model,
+        data=args.data,
+        loss=args.loss,
+        metric=args.metric,
+        budget=args.budget,
+        trials=args.trials,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        out=args.out,
+        storage=args.storage,
+        study=args.study,
+        target=args.target,
+        learning_rate_ranges=dict(args.lr_range),
+        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit_compile],
+        steps_per_execution=args.steps_per_execution,
+        heartbeat_interval=tuning.HEARTBEAT_INTERVAL if args.heartbeat is None else args.heartbeat,
+        verbose=0 if args.quiet else 1,
     )
     if not args.quiet:
         print()
@@ -222,7 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from keras_optlab.lab.errors import UsageError
 
-    command = {"compare": _run_compare, "find-lr": _run_find_lr, "surface": _run_surface}[args.command]
+    command = {
+        "compare": _run_compare, "tune": _run_tune, "find-lr": _run_find_lr, "surface": _run_surface,
+    }[args.command]
     try:
         command(args)
     except UsageError as error:

@@ -16,19 +16,22 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from keras_optlab.lab import plots
 from keras_optlab.lab.errors import UsageError
+from keras_optlab.lab.records import Comparison
 
-if TYPE_CHECKING:  # pragma: no cover
-    from keras_optlab.lab.runs import CompareResults
 
 FORMAT_PREFIX = "keras_optlab."
 
 
 def _is_replaceable(target: pathlib.Path) -> bool:
-    if not any(target.iterdir()):
-        return True
+    return not any(target.iterdir()) or is_report_folder(target)
+
+
+def is_report_folder(target: pathlib.Path) -> bool:
+    """Whether `target` holds a `results.json` written by the lab."""
     try:
         marker = json.loads((target / "results.json").read_text())
     except (OSError, ValueError):
@@ -51,6 +54,10 @@ class ReportFolder:
         self.target = pathlib.Path(target).expanduser().absolute()
         if self.target.is_file():
             raise UsageError(f"Output folder {str(target)!r} is an existing file.")
+        if (self.target / "study.sqlite3").exists():
+            raise UsageError(
+                f"Output folder {str(target)!r} holds an optlab tune study; choose another --out."
+            )
         if self.target.is_dir() and not _is_replaceable(self.target):
             raise UsageError(
                 f"Output folder {str(target)!r} exists and is not an optlab "
@@ -133,7 +140,7 @@ def _cell(stats: dict[str, float], pattern: str, spread: bool) -> str:
     return text
 
 
-def markdown_table(results: "CompareResults") -> str:
+def markdown_table(results: Comparison) -> str:
     """One row per optimizer: learning rate and the summary columns. With
     several seeds each cell is `mean ± standard deviation`."""
     spread = results.settings.get("seeds", 1) > 1
@@ -148,7 +155,7 @@ def markdown_table(results: "CompareResults") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _describe(results: "CompareResults") -> str:
+def _describe(results: Comparison) -> str:
     s = results.settings
     seeds = s["seeds"]
     seed_text = (
@@ -181,10 +188,8 @@ def _describe(results: "CompareResults") -> str:
     )
 
 
-def write_compare_report(results: "CompareResults", folder: str | os.PathLike) -> None:
+def write_compare_report(results: Comparison, folder: str | os.PathLike) -> None:
     """Writes `report.md`, `curves.png`, `lr.png` and `results.json`."""
-    from keras_optlab.lab import plots
-
     folder = pathlib.Path(folder)
     plots.plot_curves(results, folder / "curves.png", close=True)
     plots.plot_learning_rates(results, folder / "lr.png", close=True)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 import keras
 
 from keras_optlab import _registry, _validation
+from keras_optlab import search_space as space
 from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.swats import SWATS
@@ -38,6 +39,10 @@ class OptimizerInfo:
             with Nesterov), overridable by the caller.
         suggested_learning_rate: A learning rate that trains a small MLP on
             scikit-learn's digits reasonably; the lab's default.
+        search_space: The arguments worth tuning, each with its range and
+            its untuned default (`keras_optlab.search_space`). Unless the
+            entry declares it, `learning_rate` is added: log-uniform over
+            [suggested / 10, suggested × 10], default the suggestion.
     """
 
     name: str
@@ -48,9 +53,33 @@ class OptimizerInfo:
     keras_builtin: bool
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     suggested_learning_rate: float = 1e-3
+    search_space: Mapping[str, space.Dimension] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        declared = space.check_space(self.search_space, f"optimizer {self.name!r}")
+        rate = self.suggested_learning_rate
+        tunable = {
+            "learning_rate": declared.pop(
+                "learning_rate",
+                space.LogUniform(rate / LEARNING_RATE_SPAN, rate * LEARNING_RATE_SPAN, default=rate),
+            ),
+            **declared,
+        }
+        object.__setattr__(self, "search_space", MappingProxyType(tunable))
+
+
+# The default learning-rate range spans two decades around the suggestion:
+# the suggestions were found on digits, and a user's model may want a rate
+# ten times smaller or larger; a wider range wastes a small budget of trials.
+LEARNING_RATE_SPAN = 10.0
+
+# Ranges shared by several entries. Momentum and Adam's first moment: 1 − β
+# log-uniform in [0.01, 0.5]; Adam's second moment: 1 − β₂ in [1e-4, 0.1].
+_MOMENTUM = space.OneMinusLogUniform(0.5, 0.99, default=0.9)
+_BETA_1 = space.OneMinusLogUniform(0.5, 0.99, default=0.9)
+_BETA_2 = space.OneMinusLogUniform(0.9, 0.9999, default=0.999)
+_ADAM_SPACE = {"beta_1": _BETA_1, "beta_2": _BETA_2}
 
 
 _REGISTRY: _registry.Registry[OptimizerInfo] = _registry.Registry("optimizer")
@@ -175,6 +204,7 @@ for _info in (
         keras_builtin=True,
         defaults={"momentum": 0.9},
         suggested_learning_rate=0.01,
+        search_space={"momentum": _MOMENTUM},
     ),
     OptimizerInfo(
         name="nag",
@@ -185,6 +215,7 @@ for _info in (
         keras_builtin=True,
         defaults={"momentum": 0.9, "nesterov": True},
         suggested_learning_rate=0.01,
+        search_space={"momentum": _MOMENTUM},
     ),
     OptimizerInfo(
         name="adagrad",
@@ -203,6 +234,7 @@ for _info in (
         paper="Zeiler, 'ADADELTA: An Adaptive Learning Rate Method', 2012, arXiv:1212.5701",
         keras_builtin=True,
         suggested_learning_rate=1.0,
+        search_space={"rho": space.OneMinusLogUniform(0.5, 0.99, default=0.95)},
     ),
     OptimizerInfo(
         name="rmsprop",
@@ -211,6 +243,7 @@ for _info in (
         update_rule="E[g²] ← ρE[g²] + (1−ρ)g²;  θ ← θ − η g / (√E[g²] + ε)",
         paper="Tieleman & Hinton, Lecture 6.5 of 'Neural Networks for Machine Learning', Coursera 2012",
         keras_builtin=True,
+        search_space={"rho": space.OneMinusLogUniform(0.5, 0.999, default=0.9)},
     ),
     OptimizerInfo(
         name="adam",
@@ -219,6 +252,7 @@ for _info in (
         update_rule="m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  θ ← θ − η m̂ / (√v̂ + ε)",
         paper=_KINGMA,
         keras_builtin=True,
+        search_space=_ADAM_SPACE,
     ),
     OptimizerInfo(
         name="adamax",
@@ -228,6 +262,7 @@ for _info in (
         paper=_KINGMA + " (section 7.1)",
         keras_builtin=True,
         suggested_learning_rate=0.002,
+        search_space=_ADAM_SPACE,
     ),
     OptimizerInfo(
         name="nadam",
@@ -236,6 +271,7 @@ for _info in (
         update_rule="Adam with a Nesterov look-ahead on m̂",
         paper="Dozat, 'Incorporating Nesterov Momentum into Adam', ICLR 2016 workshop",
         keras_builtin=True,
+        search_space=_ADAM_SPACE,
     ),
     OptimizerInfo(
         name="amsgrad",
@@ -245,6 +281,7 @@ for _info in (
         paper="Reddi, Kale & Kumar, 'On the Convergence of Adam and Beyond', ICLR 2018, arXiv:1904.09237",
         keras_builtin=True,
         defaults={"amsgrad": True},
+        search_space=_ADAM_SPACE,
     ),
     OptimizerInfo(
         name="adamw",
@@ -253,6 +290,7 @@ for _info in (
         update_rule="Adam, then θ ← θ − η λ θ (decoupled weight decay)",
         paper="Loshchilov & Hutter, 'Decoupled Weight Decay Regularization', ICLR 2019, arXiv:1711.05101",
         keras_builtin=True,
+        search_space={**_ADAM_SPACE, "weight_decay": space.LogUniform(1e-5, 0.1, default=0.004)},
     ),
     OptimizerInfo(
         name="radam",
@@ -261,6 +299,7 @@ for _info in (
         update_rule="Adam step times the rectifier r_t while ρ_t ≥ 5; momentum step η m̂ before",
         paper="Liu et al., 'On the Variance of the Adaptive Learning Rate and Beyond', ICLR 2020, arXiv:1908.03265",
         keras_builtin=False,
+        search_space=_ADAM_SPACE,
     ),
     OptimizerInfo(
         name="adabound",
@@ -269,6 +308,7 @@ for _info in (
         update_rule="Adam with each element's step size clipped into [η*(1 − 1/(γt+1)), η*(1 + 1/(γt))], η* = final_lr",
         paper="Luo, Xiong, Liu & Sun, 'Adaptive Gradient Methods with Dynamic Bound of Learning Rate', ICLR 2019, arXiv:1902.09843",
         keras_builtin=False,
+        search_space={**_ADAM_SPACE, "final_lr": space.LogUniform(0.01, 1.0, default=0.1)},
     ),
     OptimizerInfo(
         name="amsbound",
@@ -278,6 +318,7 @@ for _info in (
         paper="Luo, Xiong, Liu & Sun, 'Adaptive Gradient Methods with Dynamic Bound of Learning Rate', ICLR 2019, arXiv:1902.09843",
         keras_builtin=False,
         defaults={"amsbound": True},
+        search_space={**_ADAM_SPACE, "final_lr": space.LogUniform(0.01, 1.0, default=0.1)},
     ),
     OptimizerInfo(
         name="adam_then_sgd",
@@ -286,6 +327,11 @@ for _info in (
         update_rule="Adam while phase = 0, then v ← μ v − η g;  θ ← θ + v once the phase variable is 1 (at switch_step or by callback)",
         paper="Keskar & Socher, 'Improving Generalization Performance by Switching from Adam to SGD', 2017, arXiv:1712.07628 (manual switch)",
         keras_builtin=False,
+        search_space={
+            **_ADAM_SPACE,
+            "sgd_learning_rate": space.LogUniform(0.001, 0.1, default=0.01),
+            "momentum": _MOMENTUM,
+        },
     ),
     OptimizerInfo(
         name="swats",
@@ -294,6 +340,7 @@ for _info in (
         update_rule="Adam until the averaged projected rate Λ of γ = p·p / (−p·g) settles (|Λ − γ| < 2 % of γ on 10 steps running), then SGD with momentum β₁ at rate Λ",
         paper="Keskar & Socher, 'Improving Generalization Performance by Switching from Adam to SGD', 2017, arXiv:1712.07628",
         keras_builtin=False,
+        search_space=_ADAM_SPACE,
     ),
 ):
     register(_info)
