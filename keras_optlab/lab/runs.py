@@ -15,11 +15,14 @@ import hashlib
 import math
 import statistics
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from keras_optlab.lab.errors import UsageError, as_usage_error
+
+if TYPE_CHECKING:
+    from keras_optlab.lab.data import Dataset
 
 SEED_FAMILY = (
     "sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam", "radam",
@@ -285,7 +288,7 @@ class _RunProbe:
 
 def compare(
     optimizers: Sequence[str] | None = None,
-    dataset: str = "digits",
+    dataset: str | Dataset = "digits",
     model: str = "mlp",
     epochs: int = DEFAULT_EPOCHS,
     batch_size: int | str = DEFAULT_BATCH_SIZE,
@@ -303,8 +306,12 @@ def compare(
 
     Args:
         optimizers: Registry names. Defaults to `None`: `default_optimizers()`.
-        dataset: `"digits"` or `"mnist1d"`. Defaults to `"digits"`.
-        model: `"mlp"` or `"cnn"`. Defaults to `"mlp"`.
+        dataset: `"digits"` or `"mnist1d"`, or a `Dataset` (such as
+            `load_dataset("mnist1d").hold_out(800)`, to choose settings
+            on data held out of the training set). Defaults to `"digits"`.
+        model: `"logistic"`, `"mlp"`, `"cnn"` or `"gru"`; which
+            architecture each builds depends on the dataset (see
+            `keras_optlab.lab.models`). Defaults to `"mlp"`.
         epochs: Epochs per run, >= 1. Defaults to 20.
         batch_size: Examples per step: an int >= 1 (1 is stochastic gradient
             descent) or `"full"` (batch gradient descent: one step per
@@ -361,8 +368,7 @@ def compare(
                     f"A learning rate is given for {name!r}, which is not compared."
                 )
             rates[key] = _validation.check_float(f"learning_rate[{name}]", rate, low=0.0, low_open=True)
-        if dataset not in data.DATASETS:
-            data.load_dataset(dataset)  # raises, listing the names
+        data.check_dataset(dataset)  # raises, listing the names
         models.check_model_name(model)
         epochs = _validation.check_int("epochs", epochs, low=1)
         seed = _validation.check_int("seed", seed, low=0)
@@ -440,7 +446,7 @@ def _run_all(
     from keras_optlab.lab import data, models
     from keras_optlab.optimizers import registry
 
-    dataset = data.load_dataset(dataset_name)
+    dataset = data.resolve_dataset(dataset_name)
     batch = _check_batch_size(batch_size, len(dataset.x_train))
     # More steps per call than an epoch has would make Keras warn that the
     # data ran out.
@@ -489,7 +495,7 @@ def _run_all(
                 )
             )
     settings = {
-        "dataset": dataset_name,
+        "dataset": dataset.name,
         "model": model_name,
         "epochs": epochs,
         "batch_size": batch,
