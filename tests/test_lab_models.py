@@ -88,7 +88,7 @@ def test_mnist1d_model_has_the_paper_architecture_parameter_count(name, mnist1d)
 @pytest.mark.parametrize("name", models.MODELS)
 def test_mnist1d_model_maps_a_batch_to_class_probabilities(name, mnist1d):
     model = models.build_model(name, mnist1d, seed=0)
-    probabilities = np.asarray(model(mnist1d.x_val[:32]))
+    probabilities = keras.ops.convert_to_numpy(model(mnist1d.x_val[:32]))
     assert probabilities.shape == (32, CLASSES)
     assert np.all(probabilities >= 0)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=0, atol=1e-5)
@@ -99,7 +99,7 @@ def test_mnist1d_model_maps_a_batch_to_class_probabilities(name, mnist1d):
 def test_digits_model_has_its_parameter_count_and_outputs_probabilities(name, digits):
     model = models.build_model(name, digits, seed=0)
     assert model.count_params() == DIGITS_PARAMETERS[name]
-    probabilities = np.asarray(model(digits.x_val[:8]))
+    probabilities = keras.ops.convert_to_numpy(model(digits.x_val[:8]))
     assert probabilities.shape == (8, CLASSES)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=0, atol=1e-5)
     keras.backend.clear_session()
