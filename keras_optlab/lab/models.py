@@ -62,8 +62,11 @@ def build_model(name: str, dataset: Dataset, seed: int | None = None) -> Any:
     """Builds a fresh, uncompiled model for `dataset`.
 
     Which architecture a name builds depends on the dataset: on MNIST-1D,
-    the paper's (see the module's table); on digits, the lab's small `mlp`
-    and `cnn`, and the paper's `logistic` and `gru` applied to the image.
+    the ones the MNIST-1D paper benchmarks (Greydanus, "Scaling Down Deep
+    Learning", 2020, arXiv:2011.14439; tabled in this module's docstring
+    and in the "Compare optimizers" guide); on digits, the lab's small
+    `mlp` and `cnn`, and the paper's `logistic` and `gru` applied to the
+    image.
 
     Args:
         name: `"logistic"`, `"mlp"`, `"cnn"` or `"gru"`.
