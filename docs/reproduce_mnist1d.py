@@ -249,8 +249,8 @@ def main(argv=None) -> int:
     table = markdown_table(stored)
     COMPARE_MD.write_text(replace_section(COMPARE_MD.read_text(), table))
     print(table, end="")
-    print(f"wrote {RESULTS.relative_to(DOCS.parent)}, {FIGURE.relative_to(DOCS.parent)}, "
-          f"{COMPARE_MD.relative_to(DOCS.parent)}")
+    written = [FIGURE, COMPARE_MD] if args.from_json else [RESULTS, FIGURE, COMPARE_MD]
+    print("wrote " + ", ".join(str(path.relative_to(DOCS.parent)) for path in written))
     return 0
 
 
