@@ -30,3 +30,26 @@ def test_schedule_table_lists_every_name():
     for name in list_schedules():
         assert f"| `{name}` |" in text
         assert f"(img/schedule_{name}.png)" in text, f"no picture of {name}"
+
+
+def test_mnist1d_reproduction_table_is_the_stored_results():
+    import json
+
+    import reproduce_mnist1d
+
+    stored = json.loads(reproduce_mnist1d.RESULTS.read_text())
+    assert set(stored["models"]) == set(reproduce_mnist1d.MODELS)
+    text = reproduce_mnist1d.COMPARE_MD.read_text()
+    table = reproduce_mnist1d.markdown_table(stored)
+    assert reproduce_mnist1d.replace_section(text, table) == text, (
+        "compare.md's MNIST-1D table is out of date: run `python docs/reproduce_mnist1d.py --from-json`"
+    )
+    assert reproduce_mnist1d.FIGURE.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mnist1d_reproduction_has_a_paper_accuracy_for_every_model():
+    import reproduce_mnist1d
+
+    from keras_optlab.lab.models import MODELS
+
+    assert set(reproduce_mnist1d.PAPER_TEST_ACCURACY) == set(MODELS)

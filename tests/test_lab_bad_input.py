@@ -25,7 +25,10 @@ CASES = {
     "unknown dataset": (
         ["compare", "--dataset", "cifar", "--epochs", "1"], ["cifar", "digits", "mnist1d"],
     ),
-    "unknown model": (["compare", "--model", "resnet", "--epochs", "1"], ["mlp", "cnn"]),
+    "unknown model": (
+        ["compare", "--model", "resnet", "--epochs", "1"], ["resnet", "logistic, mlp, cnn, gru"],
+    ),
+    "find-lr unknown model": (["find-lr", "--model", "resnet"], ["resnet", "logistic, mlp, cnn, gru"]),
     "zero epochs": (
         ["compare", "--epochs", "0"], ["Argument `epochs` must be in [1, inf). Received: epochs=0"],
     ),

@@ -67,7 +67,10 @@ def _common(parser: argparse.ArgumentParser, out: str, out_help: str | None = No
 
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits", help="digits (default) or mnist1d")
-    parser.add_argument("--model", default="mlp", help="mlp (default) or cnn")
+    from keras_optlab.lab.models import MODELS
+
+    parser.add_argument("--model", default="mlp",
+                        help=f"{', '.join(MODELS)} (default: mlp); on mnist1d, the MNIST-1D paper's architectures")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batch order (default: 0)")
 
 

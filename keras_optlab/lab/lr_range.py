@@ -303,7 +303,8 @@ def find_lr_on_dataset(
 
     Args:
         dataset: `"digits"` or `"mnist1d"`. Defaults to `"digits"`.
-        model: `"mlp"` or `"cnn"`. Defaults to `"mlp"`.
+        model: `"logistic"`, `"mlp"`, `"cnn"` or `"gru"` (see
+            `keras_optlab.lab.models`). Defaults to `"mlp"`.
         optimizer: Registry name. Defaults to `"sgd"`.
         start_lr: Defaults to `None` (1e-5).
         end_lr: Defaults to `None` (10).

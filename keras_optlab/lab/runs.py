@@ -13,7 +13,7 @@ checked from `results.json`.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from keras_optlab.lab import plots, report
 from keras_optlab.lab.errors import UsageError, as_usage_error
@@ -24,6 +24,9 @@ from keras_optlab.lab.records import (  # noqa: F401 - part of this module's API
     weights_fingerprint,
 )
 from keras_optlab.lab.training import DEFAULT_STEPS_PER_EXECUTION  # noqa: F401
+
+if TYPE_CHECKING:
+    from keras_optlab.lab.data import Dataset
 
 SEED_FAMILY = (
     "sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam", "radam",
@@ -121,7 +124,7 @@ def check_batch_size(batch_size: int | str) -> int | str:
 
 def compare(
     optimizers: Sequence[str] | None = None,
-    dataset: str = "digits",
+    dataset: str | Dataset = "digits",
     model: str = "mlp",
     epochs: int = DEFAULT_EPOCHS,
     batch_size: int | str = DEFAULT_BATCH_SIZE,
@@ -142,8 +145,12 @@ def compare(
             and callbacks (`"adam+step"`, `"adam+plateau"`, see
             `keras_optlab.lab.candidates`). Each runs with its registry
             defaults. Defaults to `None`: `default_optimizers()`.
-        dataset: `"digits"` or `"mnist1d"`. Defaults to `"digits"`.
-        model: `"mlp"` or `"cnn"`. Defaults to `"mlp"`.
+        dataset: `"digits"` or `"mnist1d"`, or a `Dataset` (such as
+            `load_dataset("mnist1d").hold_out(800)`, to choose settings
+            on data held out of the training set). Defaults to `"digits"`.
+        model: `"logistic"`, `"mlp"`, `"cnn"` or `"gru"`; which
+            architecture each builds depends on the dataset (see
+            `keras_optlab.lab.models`). Defaults to `"mlp"`.
         epochs: Epochs per run, >= 1. Defaults to 20.
         batch_size: Examples per step: an int >= 1 (1 is stochastic gradient
             descent) or `"full"` (batch gradient descent: one step per
@@ -198,8 +205,7 @@ def compare(
                     f"A learning rate is given for {name!r}, which is not compared."
                 )
             rates[key] = _validation.check_float(f"learning_rate[{name}]", rate, low=0.0, low_open=True)
-        if dataset not in data.DATASETS:
-            data.load_dataset(dataset)  # raises, listing the names
+        data.check_dataset(dataset)  # raises, listing the names
         models.check_model_name(model)
         epochs = _validation.check_int("epochs", epochs, low=1)
         seed = _validation.check_int("seed", seed, low=0)
@@ -262,7 +268,7 @@ def _run_all(
             record.hyperparameters = {}
             runs.append(record)
     settings = {
-        "dataset": dataset_name,
+        "dataset": work.data_name,
         "model": model_name,
         "epochs": epochs,
         "batch_size": batch,

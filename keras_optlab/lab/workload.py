@@ -309,6 +309,8 @@ def resolve_data(data: Any) -> tuple[Any, str]:
     loaders, with a name for reports."""
     from keras_optlab.lab import data as datasets
 
+    if isinstance(data, datasets.Dataset):
+        return data, data.name
     if isinstance(data, str):
         if data in datasets.DATASETS:
             return datasets.load_dataset(data), data
