@@ -316,14 +316,20 @@ def test_saved_before_and_after_the_switch_resume_like_uninterrupted(second_lear
         assert_weights_close(weights_of(restored), weights_of(uninterrupted), rtol=0, atol=0)
 
 
-def test_fused_variables_are_own_scalars_shared_slots_then_inner_counters():
-    optimizer = adam_then_momentum()
+@pytest.mark.parametrize("estimate", [False, True])
+def test_fused_variables_are_own_scalars_shared_slots_then_inner_counters(estimate):
+    optimizer = adam_then_momentum(second_learning_rate="estimate" if estimate else None)
     assert optimizer.fused
+    own = ["iteration", "lr_scale", "phase", "switch_iteration"]
+    if estimate:
+        own += [
+            "estimated_learning_rate", "step_ratio_average",
+            "step_square_sum", "gradient_square_sum",
+        ]
+    else:
+        assert optimizer.estimated_learning_rate is None
     names_before = [v.name for v in optimizer.variables]
-    assert names_before[:6] == [
-        "iteration", "lr_scale", "phase", "switch_iteration",
-        "estimated_learning_rate", "step_ratio_average",
-    ]
+    assert names_before[: len(own)] == own
     variables = [
         keras.Variable(np.ones((3,), "float32"), name="kernel"),
         keras.Variable(np.ones((2,), "float32"), name="bias"),
@@ -332,7 +338,7 @@ def test_fused_variables_are_own_scalars_shared_slots_then_inner_counters():
     names = [v.name for v in optimizer.variables]
     # One first-moment and one second-moment slot per variable, shared by
     # Adam and SGD; each inner optimizer keeps its step count and its rate.
-    assert names[6:] == [
+    assert names[len(own):] == [
         "kernel_first_moment", "bias_first_moment",
         "kernel_second_moment", "bias_second_moment",
         "iteration", "learning_rate", "iteration", "learning_rate",
@@ -342,15 +348,19 @@ def test_fused_variables_are_own_scalars_shared_slots_then_inner_counters():
     }
 
 
-def test_branch_variables_hold_both_methods_state_in_a_fixed_order():
-    optimizer = adam_then_momentum(fused=False)
+@pytest.mark.parametrize("estimate", [False, True])
+def test_branch_variables_hold_both_methods_state_in_a_fixed_order(estimate):
+    optimizer = adam_then_momentum(
+        fused=False, second_learning_rate="estimate" if estimate else None
+    )
     variable = keras.Variable(np.ones((3,), "float32"))
     optimizer.build([variable])
     ids = {id(v) for v in optimizer.variables}
     assert {id(v) for v in optimizer.first.variables} <= ids
     assert {id(v) for v in optimizer.second.variables} <= ids
-    # Adam: iteration, learning_rate, m, v; SGD: iteration, learning_rate, momentum.
-    assert len(optimizer.variables) == 6 + 4 + 3
+    # Own scalars (two more for the estimate); Adam: iteration,
+    # learning_rate, m, v; SGD: iteration, learning_rate, momentum.
+    assert len(optimizer.variables) == (6 if estimate else 4) + 4 + 3
 
 
 def test_config_nests_both_optimizers():

@@ -134,10 +134,11 @@ class SwitchingOptimizer(SteerableOptimizer):
     the same before and after the switch; everything is saved in `.keras`
     files and carried in JAX's train state. First the wrapper's own:
     `iteration`, `lr_scale`, `phase`, `switch_iteration` (the `iterations`
-    value of `second`'s first step, -1 before it),
-    `estimated_learning_rate`, `step_ratio_average`, and with
-    `fused=True, second_learning_rate="estimate"` the per-step sums
-    `step_square_sum`, `gradient_square_sum`. Then:
+    value of `second`'s first step, -1 before it); with
+    `second_learning_rate="estimate"` also `estimated_learning_rate` and
+    `step_ratio_average` (both attributes are `None` otherwise) and, when
+    fused, the per-step sums `step_square_sum`, `gradient_square_sum`.
+    Then:
 
     - fused: one `first_moment` slot per trained variable if either method
       keeps a first moment, then one `second_moment` slot per variable if
@@ -266,14 +267,20 @@ class SwitchingOptimizer(SteerableOptimizer):
             aggregation="only_first_replica",
             name="switch_iteration",
         )
-        self.estimated_learning_rate = self.add_variable(
-            shape=(), dtype="float32", aggregation="only_first_replica",
-            name="estimated_learning_rate",
-        )
-        self.step_ratio_average = self.add_variable(
-            shape=(), dtype="float32", aggregation="only_first_replica",
-            name="step_ratio_average",
-        )
+        # The estimate's variables exist only when it is asked for: on JAX
+        # every float scalar of the train state costs copies at each step
+        # (the step's logs take the first donated scalar buffers).
+        self.estimated_learning_rate = None
+        self.step_ratio_average = None
+        if second_learning_rate == "estimate":
+            self.estimated_learning_rate = self.add_variable(
+                shape=(), dtype="float32", aggregation="only_first_replica",
+                name="estimated_learning_rate",
+            )
+            self.step_ratio_average = self.add_variable(
+                shape=(), dtype="float32", aggregation="only_first_replica",
+                name="step_ratio_average",
+            )
         if fused and second_learning_rate == "estimate":
             # Sums over all variables of this step, filled in `update_step`.
             self._step_square_sum = self.add_variable(
