@@ -4,7 +4,7 @@ Run: `make bench` (every bench, one table), or one backend alone:
 `KERAS_BACKEND=jax PYTHONPATH=. .venv/bin/python bench/bench_compare.py`
 
 The default comparison (digits, the lab's MLP, batch 32, 20 epochs, the
-lab's `steps_per_execution`) is run `rounds` times with just the two
+lab's `steps_per_execution`) is run `rounds` (7) times with just the two
 names, in alternating order, through `keras_optlab.lab.compare`: the
 figure is what a user of `optlab compare` sees. Each run's seconds per
 epoch is compare's own (the median epoch without the first, which
@@ -23,7 +23,7 @@ CASE = "adam_then_sgd"
 PAIRS = [(CASE, REFERENCE, 1.10)]
 
 
-def run_backend(rounds: int = 5) -> dict[str, list[float]]:
+def run_backend(rounds: int = 7) -> dict[str, list[float]]:
     from keras_optlab import lab
 
     times: dict[str, list[float]] = {REFERENCE: [], CASE: []}
