@@ -108,7 +108,7 @@ def info(name: str) -> OptimizerInfo:
     return _REGISTRY.lookup(name)
 
 
-def get(name: str, **kwargs: Any) -> keras.optimizers.Optimizer:
+def get(name: str, /, **kwargs: Any) -> keras.optimizers.Optimizer:
     """Builds the optimizer registered as `name`.
 
     Keyword arguments override the name's defaults and are passed to the
