@@ -84,7 +84,7 @@ def STAND_INS() -> dict:
     def build_model():
         return keras.Sequential([keras.Input((8,)), keras.layers.Dense(10, activation="softmax")])
 
-    model = _OneEpochModel([keras.Input((8,)), keras.layers.Dense(10, activation="softmax")])
+    model = _OneEpochModel([keras.Input((8,)), keras.layers.Dense(10, activation="softmax")], name="model")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     return {
         "x": x, "y": y, "x_train": x, "y_train": y, "steps_per_epoch": 2, "model": model,
