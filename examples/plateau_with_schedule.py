@@ -45,17 +45,19 @@ class RecordScale(keras.callbacks.Callback):
     the train state at the end of an epoch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, schedule) -> None:
         super().__init__()
+        self.schedule = schedule
         self.scales: list[float] = []
         self.schedule_rates: list[float] = []
 
     def on_epoch_end(self, epoch, logs=None):
         optimizer = self.model.optimizer
         self.scales.append(_scalar(optimizer.lr_scale))
-        inner = optimizer.inner_optimizer
         # The schedule's own value at the current step, without the scale.
-        self.schedule_rates.append(_scalar(inner.learning_rate))
+        # Not `optimizer.inner_optimizer.learning_rate`: the inner optimizer
+        # applies the scaled rate, and that is what it returns.
+        self.schedule_rates.append(_scalar(self.schedule(optimizer.iterations)))
 
 
 def main(epochs: int, batch_size: int) -> list[int]:
@@ -83,7 +85,7 @@ def main(epochs: int, batch_size: int) -> list[int]:
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    record = RecordScale()
+    record = RecordScale(schedule)
     history = model.fit(
         x_train, y_train, validation_data=(x_val, y_val), epochs=epochs,
         batch_size=batch_size, verbose=0,

@@ -115,3 +115,72 @@ def check_learning_rate(value: Any, name: str = "learning_rate") -> Any:
             f"Received: {name}={value!r}"
         )
     return check_float(name, value, low=0.0)
+
+
+def check_name(name: str, value: Any) -> str:
+    """Returns `value` if it is a non-empty string (a schedule's `name`)."""
+    if not isinstance(value, str) or not value:
+        raise TypeError(
+            f"Argument `{name}` must be a non-empty string. Received: {name}={value!r}"
+        )
+    return value
+
+
+def renamed_arguments(owner: str, given: dict, renames: dict) -> dict:
+    """Old keyword spellings of `owner`'s arguments, under their new names.
+
+    `given` holds the keywords `owner` did not recognise; each old name in
+    `renames` (old name -> new name) is returned under its new name with a
+    `DeprecationWarning` naming the new one. Any other keyword is a
+    `TypeError`, as Python raises for an unexpected keyword.
+    """
+    import warnings
+
+    unknown = sorted(set(given) - set(renames))
+    if unknown:
+        raise TypeError(f"{owner}() got an unexpected keyword argument {unknown[0]!r}")
+    found = {}
+    for old, value in given.items():
+        new = renames[old]
+        warnings.warn(
+            f"{owner}: argument `{old}` is deprecated; use `{new}` (the name "
+            f"Keras' own schedules use). Received: {old}={value!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        found[new] = value
+    return found
+
+
+def _is_positive_integer(value: Any) -> bool:
+    return _is_number(value) and float(value).is_integer() and value >= 1
+
+
+def _is_rate_in_unit_interval(value: Any) -> bool:
+    return _is_number(value) and 0 < value <= 1
+
+
+def swapped_decay_order(owner: str, decay_steps: Any, decay_rate: Any) -> tuple[Any, Any]:
+    """`(decay_steps, decay_rate)`, put back in order if they were given in
+    the former order `(decay_rate, decay_steps)`.
+
+    Keras' schedules take `decay_steps` before `decay_rate`; keras_optlab's
+    decays once took them the other way round. A pair that is invalid as
+    given but valid swapped (`decay_steps=0.5, decay_rate=100`) can only be
+    the former order: it is swapped with a `DeprecationWarning`.
+    """
+    import warnings
+
+    valid = _is_positive_integer(decay_steps) and _is_rate_in_unit_interval(decay_rate)
+    valid_swapped = _is_positive_integer(decay_rate) and _is_rate_in_unit_interval(decay_steps)
+    if valid or not valid_swapped:
+        return decay_steps, decay_rate
+    warnings.warn(
+        f"{owner}: received decay_steps={decay_steps!r}, decay_rate={decay_rate!r}, "
+        "read as the former positional order (decay_rate, decay_steps). Pass "
+        f"decay_steps={decay_rate!r}, decay_rate={decay_steps!r} in Keras' order "
+        "(initial_learning_rate, decay_steps, decay_rate) or by keyword.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return decay_rate, decay_steps

@@ -82,8 +82,8 @@ def test_build_gives_the_schedule_the_tuned_rate():
     schedule = optimizer._learning_rate
     assert isinstance(schedule, StepDecay)
     assert schedule.initial_learning_rate == 0.02
-    assert schedule.factor == 0.25
-    assert schedule.step_size == 2 and schedule.steps_per_epoch == 5
+    assert schedule.decay_rate == 0.25
+    assert schedule.decay_steps == 2 and schedule.steps_per_epoch == 5
     assert callbacks == []
 
 

@@ -60,3 +60,24 @@ def test_cli_surface_writes_png_gif_and_paths(tmp_path):
     assert saved["function"] == "beale"
     assert saved["paths"]["adam"][0] == [1.0, 1.5]
     assert len(saved["paths"]["sgd"]) == 21
+
+
+def test_a_diverging_path_is_marked_in_the_legend_with_its_value_and_steps():
+    from keras_optlab.lab.surfaces import surface
+
+    result = surface("rosenbrock", ["sgd", "radam"], steps=20, learning_rates={"radam": 0.05})
+    assert result.diverged("radam") and not result.diverged("sgd")
+    x, y = result.paths["radam"][-1]
+    rosenbrock = (1 - x) ** 2 + 100 * (y - x**2) ** 2
+    labels = [t.get_text() for t in result.plot().axes[0].get_legend().get_texts()]
+    steps = len(result.paths["radam"]) - 1
+    assert f"radam (lr 0.05): diverged, f = {rosenbrock:.2g} after {steps} steps" in labels
+    assert "sgd (lr 0.001)" in labels
+
+
+def test_default_rosenbrock_picture_has_no_diverging_path():
+    from keras_optlab.lab.runs import default_optimizers
+    from keras_optlab.lab.surfaces import surface
+
+    result = surface("rosenbrock", default_optimizers(), steps=50)
+    assert [name for name in result.paths if result.diverged(name)] == []

@@ -44,10 +44,10 @@ def assert_rates(schedule, steps, expected, peak):
 # ---------------------------------------------------------------- decays
 
 
-def test_step_decay_drops_by_factor_every_step_size_steps():
+def test_step_decay_drops_by_decay_rate_every_decay_steps_steps():
     steps = np.array([0, 1, 99, 100, 101, 199, 200, 250, 1000, *BIG])
     expected = 0.02 * 0.5 ** np.floor(steps / 100)
-    assert_rates(StepDecay(0.02, factor=0.5, step_size=100), steps, expected, 0.02)
+    assert_rates(StepDecay(0.02, decay_steps=100, decay_rate=0.5), steps, expected, 0.02)
 
 
 def test_step_decay_epoch_form_is_the_textbook_per_epoch_rule():
@@ -55,7 +55,7 @@ def test_step_decay_epoch_form_is_the_textbook_per_epoch_rule():
     steps = np.array([0, 6, 7, 69, 70, 71, 139, 140, 700, *BIG])
     epoch = steps // steps_per_epoch
     expected = 0.001 * 0.1 ** (epoch // 10)
-    schedule = StepDecay(0.001, factor=0.1, step_size=10, steps_per_epoch=steps_per_epoch)
+    schedule = StepDecay(0.001, decay_steps=10, decay_rate=0.1, steps_per_epoch=steps_per_epoch)
     assert_rates(schedule, steps, expected, 0.001)
 
 
@@ -73,6 +73,65 @@ def test_capped_exponential_staircase_and_no_hold():
     expected = 0.01 * np.minimum(1.0, 0.8 ** np.floor(steps / 50.0))
     schedule = CappedExponentialDecay(0.01, decay_rate=0.8, decay_steps=50, staircase=True)
     assert_rates(schedule, steps, expected, 0.01)
+
+
+def test_capped_exponential_takes_keras_exponential_decay_arguments_in_keras_order():
+    steps = np.array([0, 1, 99, 100, 150, 1000, *BIG])
+    for staircase in (False, True):
+        ours = CappedExponentialDecay(0.01, 100, 0.5, staircase)
+        keras_own = keras.optimizers.schedules.ExponentialDecay(0.01, 100, 0.5, staircase)
+        exponent = np.floor(steps / 100) if staircase else steps / 100
+        assert_rates(ours, steps, 0.01 * 0.5**exponent, 0.01)
+        assert_rates(keras_own, steps[:6], 0.01 * 0.5 ** exponent[:6], 0.01)
+
+
+def test_step_decay_takes_exponential_decays_order_and_is_its_staircase():
+    steps = np.array([0, 99, 100, 250, 1000])
+    assert_rates(StepDecay(0.1, 100, 0.5), steps, 0.1 * 0.5 ** np.floor(steps / 100), 0.1)
+
+
+def test_step_decay_old_keywords_warn_and_name_the_new_ones():
+    with pytest.warns(DeprecationWarning, match="`factor` is deprecated; use `decay_rate`"):
+        with pytest.warns(DeprecationWarning, match="`step_size` is deprecated; use `decay_steps`"):
+            schedule = StepDecay(0.02, factor=0.5, step_size=100)
+    assert (schedule.decay_rate, schedule.decay_steps) == (0.5, 100)
+    assert "factor" not in schedule.get_config() and "step_size" not in schedule.get_config()
+
+
+@pytest.mark.parametrize(
+    "build, expected",
+    [
+        # The former positional order (decay_rate, decay_steps[, hold_steps]).
+        (lambda: StepDecay(0.02, 0.5, 100), 0.02 * 0.5 ** np.floor(np.array([0, 99, 100, 250]) / 100)),
+        (lambda: CappedExponentialDecay(0.02, 0.5, 100, 200),
+         0.02 * np.minimum(1.0, 0.5 ** (np.maximum(np.array([0, 99, 100, 250]) - 200, 0) / 100))),
+    ],
+)
+def test_former_positional_order_still_works_with_a_warning(build, expected):
+    with pytest.warns(DeprecationWarning, match="former positional order"):
+        schedule = build()
+    assert_rates(schedule, [0, 99, 100, 250], expected, 0.02)
+
+
+def test_config_saved_with_the_old_step_decay_names_still_loads():
+    old = {
+        "module": "keras_optlab.schedules.decay", "class_name": "StepDecay",
+        "config": {"initial_learning_rate": 0.02, "factor": 0.5, "step_size": 100, "steps_per_epoch": None},
+        "registered_name": "keras_optlab>StepDecay",
+    }
+    restored = keras.optimizers.schedules.deserialize(old)
+    assert (restored.decay_rate, restored.decay_steps, restored.name) == (0.5, 100, "StepDecay")
+
+
+@pytest.mark.parametrize("name", schedules.list_schedules(keras_builtin=False))
+def test_every_schedule_of_ours_takes_a_name_as_keras_schedules_do(name):
+    arguments = schedules.info(name).example()
+    default = schedules.get(name, **arguments)
+    assert default.name == type(default).__name__
+    named = schedules.get(name, **arguments, name="my_rate")
+    assert named.name == "my_rate" and named.get_config()["name"] == "my_rate"
+    restored = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(named))
+    assert restored.name == "my_rate"
 
 
 def test_time_based_is_keras_inverse_time_decay():
@@ -149,7 +208,7 @@ def test_linear_warmup_in_front_of_keras_exponential_decay_sees_offset_step():
 
 
 def test_exponential_warmup_is_geometric():
-    inner = StepDecay(0.01, factor=0.5, step_size=100)
+    inner = StepDecay(0.01, decay_steps=100, decay_rate=0.5)
     steps = np.array([0, 1, 25, 49, 50, 51, 150, *BIG]).astype(float)
     w, start = 50, 1e-5
     after = 0.01 * 0.5 ** np.floor(np.maximum(steps - w, 0) / 100)
@@ -159,7 +218,7 @@ def test_exponential_warmup_is_geometric():
 
 
 def test_zero_warmup_steps_is_the_wrapped_schedule():
-    inner = StepDecay(0.01, factor=0.5, step_size=10)
+    inner = StepDecay(0.01, decay_steps=10, decay_rate=0.5)
     steps = [0, 9, 10, 11, 2**30]
     np.testing.assert_array_equal(rates(Warmup(inner, warmup_steps=0), steps), rates(inner, steps))
 
@@ -181,7 +240,7 @@ def test_warmup_around_cosine_decay_equals_cosine_decays_own_warmup(start):
 
 def test_join_gives_each_schedule_the_step_counted_from_its_boundary():
     first = keras.optimizers.schedules.CosineDecay(0.01, decay_steps=300)
-    second = StepDecay(0.004, factor=0.5, step_size=100)
+    second = StepDecay(0.004, decay_steps=100, decay_rate=0.5)
     third = keras.optimizers.schedules.InverseTimeDecay(0.002, decay_steps=10, decay_rate=1.0)
     schedule = Join([first, second, third], boundaries=[300, 700])
     steps = np.array([0, 1, 150, 299, 300, 301, 399, 400, 699, 700, 701, 900, *BIG]).astype(float)
@@ -193,7 +252,7 @@ def test_join_gives_each_schedule_the_step_counted_from_its_boundary():
 
 
 def test_warmup_built_on_join():
-    join = Join([StepDecay(0.01, 0.5, 100), StepDecay(0.001, 0.5, 10)], boundaries=[200])
+    join = Join([StepDecay(0.01, 100, 0.5), StepDecay(0.001, 10, 0.5)], boundaries=[200])
     schedule = Warmup(join, warmup_steps=50)
     steps = np.array([0, 25, 49, 50, 149, 150, 249, 250, 260, *BIG]).astype(float)
     after = steps - 50
@@ -253,7 +312,7 @@ def test_registry_lists_names_and_rejects_unknown_ones():
 
 
 def test_registry_name_is_case_insensitive_and_passes_arguments():
-    schedule = schedules.get("Step", initial_learning_rate=0.5, factor=0.5, step_size=2)
+    schedule = schedules.get("Step", initial_learning_rate=0.5, decay_steps=2, decay_rate=0.5)
     assert isinstance(schedule, StepDecay)
     np.testing.assert_allclose(rates(schedule, [0, 2, 4]), [0.5, 0.25, 0.125])
 
@@ -280,8 +339,10 @@ _EXP = keras.optimizers.schedules.ExponentialDecay(0.01, 100, 0.5)
         (lambda: Join([_EXP, _EXP], boundaries=[0]), ValueError, r"Argument `boundaries\[0\]` must be in \[1, inf\)"),
         (lambda: Join([], boundaries=[]), TypeError, "Argument `schedules` must be a non-empty list"),
         (lambda: Join([_EXP, "cosine"], boundaries=[5]), TypeError, r"Argument `schedules\[1\]` must be a"),
-        (lambda: StepDecay(0.01, factor=1.5), ValueError, r"Argument `factor` must be in \(0, 1\]"),
-        (lambda: StepDecay(0.01, factor=0.5, step_size=0), ValueError, "Argument `step_size` must be in"),
+        (lambda: StepDecay(0.01, decay_rate=1.5), ValueError, r"Argument `decay_rate` must be in \(0, 1\]"),
+        (lambda: StepDecay(0.01, decay_steps=0, decay_rate=0.5), ValueError, "Argument `decay_steps` must be in"),
+        (lambda: StepDecay(0.01, name=""), TypeError, "Argument `name` must be a non-empty string"),
+        (lambda: StepDecay(0.01, decay=0.5), TypeError, "unexpected keyword argument 'decay'"),
         (lambda: StepDecay(-0.01), ValueError, "Argument `initial_learning_rate` must be in"),
         (lambda: CappedExponentialDecay(0.01, decay_rate=0.0), ValueError, "Argument `decay_rate` must be in"),
         (lambda: CyclicalLearningRate(0.01, 0.001), ValueError, "Argument `maximal_learning_rate` must be in"),
@@ -297,8 +358,8 @@ def test_bad_arguments_fail_at_construction_naming_the_argument(build, error, me
 
 
 def test_ints_are_accepted_where_floats_are():
-    schedule = StepDecay(1, factor=1, step_size=3)
-    assert schedule.initial_learning_rate == 1.0 and isinstance(schedule.factor, float)
+    schedule = StepDecay(1, decay_steps=3, decay_rate=1)
+    assert schedule.initial_learning_rate == 1.0 and isinstance(schedule.decay_rate, float)
 
 
 # ---------------------------------------------------------------- plot

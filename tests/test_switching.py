@@ -128,6 +128,27 @@ def test_estimated_second_rate_and_lr_scale_match_reference():
     )
 
 
+@pytest.mark.parametrize("fused", [True, False])
+def test_fixed_second_learning_rate_replaces_seconds_own_rate(fused):
+    steps, switch = 100, 50
+    optimizer = adam_then_momentum(
+        switch_step=switch, exact_adam=True, second_learning_rate=0.007, fused=fused
+    )
+    optimizer.lr_scale.assign(0.5)
+    gradient_fn = quadratic_gradient(SCALES)
+    actual = apply_trajectory(optimizer, THETA, gradient_fn, steps)
+    # SGD's own rate is 0.02; the second phase must run at 0.007 instead.
+    expected, _ = adam_then_sgd_reference(
+        THETA, gradient_fn, steps, switch, adam_lr=0.05, sgd_lr=0.007, momentum=0.9, lr_scale=0.5,
+    )
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=ATOL)
+    np.testing.assert_allclose(
+        float(keras.ops.convert_to_numpy(optimizer.learning_rate)), 0.5 * 0.007, rtol=1e-6
+    )
+    restored = SwitchingOptimizer.from_config(optimizer.get_config())
+    assert restored.second_learning_rate == 0.007
+
+
 def test_switch_step_zero_runs_second_from_the_start():
     optimizer = adam_then_momentum(switch_step=0)
     gradient_fn = quadratic_gradient(SCALES)
@@ -427,7 +448,10 @@ def test_inner_optimizer_already_built_is_refused():
         ({"switch_step": 2.5}, TypeError, r"Argument `switch_step` must be an integer"),
         ({"second": "sgd"}, TypeError, r"Argument `second` must be a keras.optimizers.Optimizer instance. Received: second='sgd'"),
         ({"first": None}, TypeError, r"Argument `first` must be a keras.optimizers.Optimizer"),
-        ({"second_learning_rate": "guess"}, ValueError, r"Argument `second_learning_rate` must be one of 'estimate'"),
+        ({"second_learning_rate": "guess"}, ValueError,
+         r"Argument `second_learning_rate` must be None, \"estimate\" or a float in \(0, inf\). Received: second_learning_rate='guess'"),
+        ({"second_learning_rate": True}, TypeError, r"Argument `second_learning_rate` must be None, \"estimate\" or a float"),
+        ({"second_learning_rate": 0.0}, ValueError, r"Argument `second_learning_rate` must be in \(0, inf\). Received: second_learning_rate=0.0"),
         ({"estimate_decay": 1.0}, ValueError, r"Argument `estimate_decay` must be in \[0, 1\)"),
         ({"second": keras.optimizers.SGD(ema_momentum=0.9, use_ema=True)}, ValueError, r"`second` must not set `use_ema`"),
     ],

@@ -21,6 +21,8 @@ class LearningRateLogger(keras.callbacks.Callback):
     Example:
 
     ```python
+    from keras_optlab.callbacks import LearningRateLogger
+
     history = model.fit(x, y, epochs=10, callbacks=[LearningRateLogger()])
     history.history["learning_rate"]
     ```

@@ -50,6 +50,10 @@ class SwitchOptimizer(keras.callbacks.Callback):
     Example:
 
     ```python
+    import keras
+    from keras_optlab.callbacks import SwitchOptimizer
+    from keras_optlab.optimizers import SwitchingOptimizer
+
     optimizer = SwitchingOptimizer(keras.optimizers.Adam(1e-3),
                                    keras.optimizers.SGD(0.01, momentum=0.9))
     model.compile(optimizer=optimizer, loss="mse")

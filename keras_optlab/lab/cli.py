@@ -1,8 +1,10 @@
 """The `optlab` command: `compare`, `tune`, `find-lr` and `surface`.
 
-Arguments are parsed before keras is imported, because `--backend` must set
-KERAS_BACKEND first; every keras import in the lab is therefore inside a
-function. Bad input (an unknown name, a value out of range, an output folder
+`--backend` must set KERAS_BACKEND before keras is imported, and importing
+keras_optlab imports keras: the package applies `--backend` from the
+command line first (`keras_optlab._backend`), and `main` checks that it
+took effect. Every keras import in the lab is inside a function, so the
+parser itself needs no backend. Bad input (an unknown name, a value out of range, an output folder
 that cannot be written) prints one line on stderr and exits with status 2;
 nothing is left half-written.
 """
@@ -15,7 +17,7 @@ import sys
 import time
 from typing import Sequence
 
-BACKENDS = ("tensorflow", "jax", "torch")
+from keras_optlab._backend import BACKENDS
 PROGRAM = "optlab"
 
 

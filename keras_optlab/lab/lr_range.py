@@ -177,7 +177,8 @@ def find_lr(
     """Runs the learning-rate range test on `model` and restores it.
 
     Args:
-        model: A Keras model, compiled or not.
+        model: A Keras model, compiled, or not compiled with `loss`
+            given.
         x: Training inputs (NumPy).
         y: Training targets (NumPy).
         optimizer: Registry name of the optimizer to sweep; its other

@@ -105,6 +105,8 @@ class TestFunction:
         return self.learning_rates["sgd" if family == "sgd" else "adaptive"]
 
 
+_LINE_STYLES = ("-", "--", "-.", ":")
+
 TEST_FUNCTIONS = {
     "saddle": TestFunction(
         "saddle", _saddle, _saddle_gradient, start=(1.0, 1e-3), minimum=None,
@@ -115,13 +117,15 @@ TEST_FUNCTIONS = {
         "rosenbrock", _rosenbrock, _rosenbrock_gradient, start=(-1.2, 1.0),
         minimum=(1.0, 1.0), x_range=(-2.0, 2.0), y_range=(-1.0, 3.0),
         # Plain SGD is stable only below 2 / (largest curvature), about
-        # 1.5e-3 at the start.
-        learning_rates={"sgd": 1e-3, "adaptive": 0.05, "adadelta": 1.0},
+        # 1.5e-3 at the start. RAdam's first steps are momentum steps
+        # (eta m-hat, no adaptive denominator): at the adaptive rate 0.05
+        # they leave for f ~ 1e17 in two steps, so it gets SGD's rate.
+        learning_rates={"sgd": 1e-3, "adaptive": 0.05, "adadelta": 1.0, "radam": 1e-3},
     ),
     "beale": TestFunction(
         "beale", _beale, _beale_gradient, start=(1.0, 1.5), minimum=(3.0, 0.5),
         x_range=(-4.5, 4.5), y_range=(-4.5, 4.5),
-        learning_rates={"sgd": 1e-3, "adaptive": 0.05, "adadelta": 1.0},
+        learning_rates={"sgd": 1e-3, "adaptive": 0.05, "adadelta": 1.0, "radam": 1e-3},
     ),
 }
 
@@ -152,6 +156,20 @@ class SurfaceResult:
     start: tuple[float, float]
     paths: dict[str, np.ndarray]
     learning_rates: dict[str, float]
+
+    def diverged(self, name: str) -> bool:
+        """Whether `name`'s path left the picture's frame or stopped being
+        finite: where it ends says nothing about the function's minimum."""
+        last = self.paths[name][-1]
+        return not (np.all(np.isfinite(last)) and self._in_frame(last))
+
+    def _label(self, name: str) -> str:
+        label = f"{name} (lr {self.learning_rates[name]:g})"
+        if self.diverged(name):
+            points = self.paths[name]
+            value = float(self.function.value(*points[-1]))
+            label += f": diverged, f = {value:.2g} after {len(points) - 1} steps"
+        return label
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -191,6 +209,10 @@ class SurfaceResult:
         ax.set_title(f"{f.name}: optimizer paths from {self.start}")
         return figure, ax, colors(list(self.paths))
 
+    def _in_frame(self, point) -> bool:
+        f = self.function
+        return f.x_range[0] <= point[0] <= f.x_range[1] and f.y_range[0] <= point[1] <= f.y_range[1]
+
     def plot(self, path: str | os.PathLike | None = None, close: bool = False) -> Any:
         """The paths over the function's contours.
 
@@ -205,10 +227,20 @@ class SurfaceResult:
 
         plt = pyplot()
         figure, ax, palette = self._axes(plt)
-        for name, points in self.paths.items():
-            ax.plot(points[:, 0], points[:, 1], color=palette[name], linewidth=1.8,
-                    label=f"{name} (lr {self.learning_rates[name]:g})")
-            ax.plot(points[-1, 0], points[-1, 1], marker="o", markersize=5, color=palette[name])
+        for index, (name, points) in enumerate(self.paths.items()):
+            # Paths that run together stay visible: each later one is drawn
+            # thinner, in another dash pattern, over the earlier ones.
+            ax.plot(points[:, 0], points[:, 1], color=palette[name],
+                    linewidth=max(0.8, 2.6 - 0.2 * index), linestyle=_LINE_STYLES[index % len(_LINE_STYLES)],
+                    label=self._label(name))
+            if self.diverged(name):
+                # Where it left the frame: the last point inside, marked with a cross.
+                inside = [p for p in points if self._in_frame(p)]
+                edge = inside[-1] if inside else points[0]
+                ax.plot(edge[0], edge[1], marker="X", markersize=11, color=palette[name],
+                        markeredgecolor="black", linestyle="none")
+            else:
+                ax.plot(points[-1, 0], points[-1, 1], marker="o", markersize=5, color=palette[name])
         ax.legend(fontsize=8, loc="best")
         figure.tight_layout()
         if path is not None:
@@ -236,7 +268,7 @@ class SurfaceResult:
         longest = max(len(points) for points in self.paths.values())
         lines = {
             name: ax.plot([], [], color=palette[name], linewidth=1.8,
-                          label=f"{name} (lr {self.learning_rates[name]:g})")[0]
+                          label=self._label(name))[0]
             for name in self.paths
         }
         ax.legend(fontsize=8, loc="best")

@@ -105,7 +105,8 @@ class AdaBound(SteerableOptimizer):
         beta_2: Decay rate of the second moment, in [0, 1). Defaults to
             `0.999`.
         epsilon: Added to $\sqrt{\hat v_t}$, >= 0. Defaults to `1e-8`, the
-            authors' default.
+            authors' default, so that runs compare with the paper's (Keras'
+            `Adam` uses `1e-7`; pass it to match Keras).
         amsbound: Use the running maximum of $v_t$ (AMSBound). Defaults to
             `False`.
         **kwargs: Passed to `keras.optimizers.Optimizer`: `weight_decay`,

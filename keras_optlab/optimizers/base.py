@@ -20,6 +20,7 @@ from keras import ops
 from keras_optlab import _validation
 
 
+@keras.saving.register_keras_serializable(package="keras_optlab")
 class SteerableOptimizer(keras.optimizers.Optimizer):
     """A `keras.optimizers.Optimizer` whose learning rate carries a scale.
 

@@ -85,9 +85,40 @@ _ADAM_SPACE = {"beta_1": _BETA_1, "beta_2": _BETA_2}
 _REGISTRY: _registry.Registry[OptimizerInfo] = _registry.Registry("optimizer")
 
 
+class _KerasName:
+    """What Keras finds under a registry name that it does not know itself.
+
+    `keras.optimizers.get("radam")` (and so `model.compile(optimizer="radam")`)
+    looks the string up among Keras' global custom objects and calls
+    `from_config({})` on what it finds; this builds the registry's optimizer.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def from_config(self, config: dict) -> keras.optimizers.Optimizer:
+        return get(self.name, **config)
+
+
+def _keras_resolves(name: str) -> bool:
+    # Keras' own string table (`keras.optimizers.get("adam")`). Names in it
+    # are left to Keras: a global custom object of the same name would take
+    # precedence over Keras' class when any config is loaded.
+    from keras.src.optimizers import ALL_OBJECTS_DICT
+
+    return name in ALL_OBJECTS_DICT
+
+
 def register(info: OptimizerInfo) -> OptimizerInfo:
-    """Adds `info` to the registry; its name must not be taken."""
-    return _REGISTRY.add(info)
+    """Adds `info` to the registry; its name must not be taken.
+
+    A name that Keras does not resolve itself becomes a string Keras
+    accepts: `model.compile(optimizer=info.name)`.
+    """
+    entry = _REGISTRY.add(info)
+    if not _keras_resolves(entry.name):
+        keras.saving.get_custom_objects()[entry.name] = _KerasName(entry.name)
+    return entry
 
 
 def list_optimizers(
@@ -108,7 +139,7 @@ def info(name: str) -> OptimizerInfo:
     return _REGISTRY.lookup(name)
 
 
-def get(name: str, **kwargs: Any) -> keras.optimizers.Optimizer:
+def get(name: str, /, **kwargs: Any) -> keras.optimizers.Optimizer:
     """Builds the optimizer registered as `name`.
 
     Keyword arguments override the name's defaults and are passed to the
@@ -347,6 +378,19 @@ for _info in (
 del _info
 
 
+def _public_path(factory: Callable) -> str:
+    """Where a user finds `factory`: `keras.optimizers.SGD`,
+    `keras_optlab.optimizers.RAdam`, else its module path."""
+    name = factory.__name__
+    if getattr(keras.optimizers, name, None) is factory:
+        return f"keras.optimizers.{name}"
+    import keras_optlab.optimizers as ours
+
+    if getattr(ours, name, None) is factory:
+        return f"keras_optlab.optimizers.{name}"
+    return f"{factory.__module__}.{name}"
+
+
 def markdown_table() -> str:
     """The documentation's table of every registered name, as Markdown."""
     rows = [
@@ -354,11 +398,10 @@ def markdown_table() -> str:
         "|---|---|---|---|",
     ]
     for entry in _REGISTRY:
-        optimizer_class = getattr(entry.factory, "__name__", str(entry.factory))
-        origin = "keras" if entry.keras_builtin else "keras_optlab"
+        optimizer_class = _public_path(entry.factory)
         arguments = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())
         rows.append(
-            f"| `{entry.name}` | `{origin}.{optimizer_class}({arguments})` "
+            f"| `{entry.name}` | `{optimizer_class}({arguments})` "
             f"| {entry.update_rule} | {entry.paper} |"
         )
     return "\n".join(rows) + "\n"

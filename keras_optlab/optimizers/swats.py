@@ -151,7 +151,9 @@ class SWATS(SteerableOptimizer):
             Defaults to `0.9`.
         beta_2: Adam's second-moment decay and the decay of $\lambda_k$, in
             [0, 1). Defaults to `0.999`.
-        epsilon: Added to $\sqrt{a_k}$, >= 0. Defaults to `1e-9`, the paper's.
+        epsilon: Added to $\sqrt{a_k}$, >= 0. Defaults to `1e-9`, the paper's
+            (Algorithm 1): the switch criterion is computed from Adam's
+            steps, which epsilon changes (Keras' `Adam` uses `1e-7`).
         switch_tolerance: The criterion's $\epsilon$, >= 0. Defaults to
             `0.02`.
         relative_tolerance: Whether $\epsilon$ is relative to $|\gamma_k|$

@@ -185,8 +185,10 @@ class SwitchingOptimizer(SteerableOptimizer):
             optimizer switches by itself, an int >= 0 (0: `second` from the
             start), or `None` to switch only when `phase` is written. Defaults
             to `None`.
-        second_learning_rate: `None` to use `second`'s own learning rate, or
-            `"estimate"` for the estimate above. Defaults to `None`.
+        second_learning_rate: `None` to use `second`'s own learning rate,
+            `"estimate"` for the estimate above, or a float > 0: the fixed
+            rate of the second phase instead of `second`'s own (times
+            `lr_scale`, like every rate). Defaults to `None`.
         estimate_decay: $\rho$, the decay of the average of step ratios, in
             [0, 1). Defaults to `0.9`.
         fused: `None` to take the fused update when both methods allow it,
@@ -203,7 +205,7 @@ class SwitchingOptimizer(SteerableOptimizer):
         first: keras.optimizers.Optimizer,
         second: keras.optimizers.Optimizer,
         switch_step: int | None = None,
-        second_learning_rate: str | None = None,
+        second_learning_rate: str | float | None = None,
         estimate_decay: float = 0.9,
         fused: bool | None = None,
         name: str = "switching",
@@ -218,9 +220,15 @@ class SwitchingOptimizer(SteerableOptimizer):
             )
         if switch_step is not None:
             switch_step = _validation.check_int("switch_step", switch_step, low=0)
-        if second_learning_rate is not None:
-            _validation.check_choice(
-                "second_learning_rate", second_learning_rate, ("estimate",)
+        if second_learning_rate is not None and second_learning_rate != "estimate":
+            if isinstance(second_learning_rate, str) or not _validation._is_number(second_learning_rate):
+                error = ValueError if isinstance(second_learning_rate, str) else TypeError
+                raise error(
+                    "Argument `second_learning_rate` must be None, \"estimate\" or a "
+                    f"float in (0, inf). Received: second_learning_rate={second_learning_rate!r}"
+                )
+            second_learning_rate = _validation.check_float(
+                "second_learning_rate", second_learning_rate, low=0.0, low_open=True
             )
         estimate_decay = _validation.check_float(
             "estimate_decay", estimate_decay, low=0.0, high=1.0, high_open=True
@@ -314,6 +322,8 @@ class SwitchingOptimizer(SteerableOptimizer):
         first_rate = ops.cast(self.first.learning_rate, "float32")
         if self.second_learning_rate == "estimate":
             second_rate = ops.convert_to_tensor(self.estimated_learning_rate)
+        elif self.second_learning_rate is not None:
+            second_rate = ops.convert_to_tensor(self.second_learning_rate, "float32")
         else:
             second_rate = ops.cast(self.second.learning_rate, "float32")
         in_first = ops.equal(ops.convert_to_tensor(self.phase), 0)

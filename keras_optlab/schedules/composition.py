@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_optlab import _validation
 from keras_optlab.schedules import _steps
+from keras_optlab.schedules._base import NamedSchedule
 
 _Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -25,7 +26,7 @@ def _check_schedule(name: str, value: Any) -> _Schedule:
 
 
 @keras.saving.register_keras_serializable(package="keras_optlab")
-class Warmup(_Schedule):
+class Warmup(NamedSchedule):
     r"""A warmup in front of any learning-rate schedule.
 
     For `warmup_steps` steps the rate rises from `initial_learning_rate` to
@@ -81,6 +82,8 @@ class Warmup(_Schedule):
         initial_learning_rate: The rate at step 0, >= 0 (> 0 for
             `mode="exponential"`). Defaults to `0.0`.
         mode: `"linear"` or `"exponential"`. Defaults to `"linear"`.
+        name: Name of the schedule's operations. Defaults to
+            `"Warmup"`.
     """
 
     def __init__(
@@ -89,8 +92,9 @@ class Warmup(_Schedule):
         warmup_steps: int = 1000,
         initial_learning_rate: float = 0.0,
         mode: str = "linear",
+        name: str = "Warmup",
     ) -> None:
-        super().__init__()
+        super().__init__(name)
         self.schedule = _check_schedule("schedule", schedule)
         self.warmup_steps = _validation.check_int("warmup_steps", warmup_steps, low=0)
         self.mode = _validation.check_choice("mode", mode, ("linear", "exponential"))
@@ -108,7 +112,7 @@ class Warmup(_Schedule):
         start = ops.cast(self.initial_learning_rate, _steps.DTYPE)
         return _steps.interpolate(start, target, step / float(self.warmup_steps), self.mode)
 
-    def __call__(self, step):
+    def rate(self, step):
         step = _steps.as_float_step(step)
         if self.warmup_steps == 0:  # A Python int from the config, not a tensor.
             return ops.cast(self.schedule(step), _steps.DTYPE)
@@ -120,6 +124,7 @@ class Warmup(_Schedule):
             "warmup_steps": self.warmup_steps,
             "initial_learning_rate": self.initial_learning_rate,
             "mode": self.mode,
+            "name": self.name,
         }
 
     @classmethod
@@ -130,7 +135,7 @@ class Warmup(_Schedule):
 
 
 @keras.saving.register_keras_serializable(package="keras_optlab")
-class Join(_Schedule):
+class Join(NamedSchedule):
     r"""Several schedules one after the other, each with its own clock.
 
     With schedules $s_0, \dots, s_n$ and boundaries $b_1 < \dots < b_n$:
@@ -157,7 +162,7 @@ class Join(_Schedule):
 
     schedule = Join(
         [keras.optimizers.schedules.CosineDecay(1e-3, 2000),
-         StepDecay(1e-4, factor=0.5, step_size=500)],
+         StepDecay(1e-4, decay_steps=500, decay_rate=0.5)],
         boundaries=[2000],
     )
     ```
@@ -168,10 +173,13 @@ class Join(_Schedule):
         boundaries: The steps at which the next schedule takes over: positive
             integers, strictly increasing, one fewer than `schedules`.
             Required (an empty list for a single schedule).
+        name: Name of the schedule's operations. Defaults to `"Join"`.
     """
 
-    def __init__(self, schedules: Sequence[_Schedule], boundaries: Sequence[int]) -> None:
-        super().__init__()
+    def __init__(
+        self, schedules: Sequence[_Schedule], boundaries: Sequence[int], name: str = "Join"
+    ) -> None:
+        super().__init__(name)
         if isinstance(schedules, _Schedule) or not isinstance(schedules, (list, tuple)) or not schedules:
             raise TypeError(
                 "Argument `schedules` must be a non-empty list of "
@@ -203,7 +211,7 @@ class Join(_Schedule):
                 f"Received: boundaries={self.boundaries!r}"
             )
 
-    def __call__(self, step):
+    def rate(self, step):
         step = _steps.as_float_step(step)
         pieces = [lambda t, s=s: ops.cast(s(t), _steps.DTYPE) for s in self.schedules]
         return _steps.select_piece(step, pieces, self.boundaries)
@@ -212,6 +220,7 @@ class Join(_Schedule):
         return {
             "schedules": [keras.optimizers.schedules.serialize(s) for s in self.schedules],
             "boundaries": list(self.boundaries),
+            "name": self.name,
         }
 
     @classmethod

@@ -7,10 +7,11 @@ from keras import ops
 
 from keras_optlab import _validation
 from keras_optlab.schedules import _steps
+from keras_optlab.schedules._base import NamedSchedule
 
 
 @keras.saving.register_keras_serializable(package="keras_optlab")
-class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+class CyclicalLearningRate(NamedSchedule):
     r"""A learning rate that goes up and down between two bounds (CLR).
 
     With half-cycle length $S$:
@@ -34,6 +35,10 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
     Networks", WACV 2017, arXiv:1506.01186 (section 3.1 gives the
     equations above; the paper suggests $S$ of 2 to 10 epochs).
 
+    `step_size` is the paper's name for $S$ (TensorFlow Addons'
+    `CyclicalLearningRate` kept it too); Keras has no cyclical schedule to
+    follow.
+
     Departures: none. At very large steps the `"triangular2"` and
     `"exp_range"` amplitudes underflow to 0 (the rate stays at
     $\eta_{\min}$); nothing becomes NaN.
@@ -48,6 +53,8 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         mode: `"triangular"`, `"triangular2"` or `"exp_range"`. Defaults to
             `"triangular"`.
         gamma: $\gamma$ of `"exp_range"`, in (0, 1]. Defaults to `1.0`.
+        name: Name of the schedule's operations. Defaults to
+            `"CyclicalLearningRate"`.
     """
 
     def __init__(
@@ -57,8 +64,9 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         step_size: int = 2000,
         mode: str = "triangular",
         gamma: float = 1.0,
+        name: str = "CyclicalLearningRate",
     ) -> None:
-        super().__init__()
+        super().__init__(name)
         self.initial_learning_rate = _validation.check_float(
             "initial_learning_rate", initial_learning_rate, low=0.0
         )
@@ -71,7 +79,7 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         )
         self.gamma = _validation.check_float("gamma", gamma, low=0.0, high=1.0, low_open=True)
 
-    def __call__(self, step):
+    def rate(self, step):
         step = _steps.as_float_step(step)
         size = float(self.step_size)
         cycle = ops.floor(1.0 + step / (2.0 * size))
@@ -92,11 +100,12 @@ class CyclicalLearningRate(keras.optimizers.schedules.LearningRateSchedule):
             "step_size": self.step_size,
             "mode": self.mode,
             "gamma": self.gamma,
+            "name": self.name,
         }
 
 
 @keras.saving.register_keras_serializable(package="keras_optlab")
-class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+class OneCycle(NamedSchedule):
     r"""The one-cycle policy: warm up to a peak, then anneal far below the start.
 
     With $\eta_{\text{start}} = \eta_{\max} / a$, $\eta_{\text{end}} =
@@ -142,6 +151,8 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         final_divisor: $b$, the end is the start divided by it, >= 1.
             Defaults to `1e4`.
         anneal: `"cosine"` or `"linear"`. Defaults to `"cosine"`.
+        name: Name of the schedule's operations. Defaults to
+            `"OneCycle"`.
     """
 
     def __init__(
@@ -152,8 +163,9 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         initial_divisor: float = 25.0,
         final_divisor: float = 1e4,
         anneal: str = "cosine",
+        name: str = "OneCycle",
     ) -> None:
-        super().__init__()
+        super().__init__(name)
         self.maximal_learning_rate = _validation.check_float(
             "maximal_learning_rate", maximal_learning_rate, low=0.0, low_open=True
         )
@@ -165,7 +177,7 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
         self.final_divisor = _validation.check_float("final_divisor", final_divisor, low=1.0)
         self.anneal = _validation.check_choice("anneal", anneal, ("cosine", "linear"))
 
-    def __call__(self, step):
+    def rate(self, step):
         step = _steps.as_float_step(step)
         peak = self.maximal_learning_rate
         start = peak / self.initial_divisor
@@ -187,4 +199,5 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
             "initial_divisor": self.initial_divisor,
             "final_divisor": self.final_divisor,
             "anneal": self.anneal,
+            "name": self.name,
         }

@@ -91,7 +91,7 @@ def info(name: str) -> ScheduleInfo:
     return _REGISTRY.lookup(name)
 
 
-def get(name: str, **kwargs: Any) -> _Schedule:
+def get(name: str, /, **kwargs: Any) -> _Schedule:
     """Builds the schedule registered as `name` with `kwargs`.
 
     Example:
@@ -131,10 +131,10 @@ for _entry in (
         formula="η₀ γ^⌊t / (S E)⌋",
         paper="Krizhevsky et al., NIPS 2012; He et al., arXiv:1512.03385",
         keras_builtin=False,
-        example=lambda: dict(initial_learning_rate=0.01, factor=0.5, step_size=200),
+        example=lambda: dict(initial_learning_rate=0.01, decay_steps=200, decay_rate=0.5),
         fit_arguments=lambda learning_rate, steps_per_epoch, epochs, factor, drop_every: dict(
-            initial_learning_rate=learning_rate, factor=factor,
-            step_size=_epochs_between(drop_every, epochs), steps_per_epoch=steps_per_epoch,
+            initial_learning_rate=learning_rate, decay_rate=factor,
+            decay_steps=_epochs_between(drop_every, epochs), steps_per_epoch=steps_per_epoch,
         ),
         search_space={
             "factor": space.Uniform(0.1, 0.7, default=0.5),
@@ -196,7 +196,7 @@ for _entry in (
         name="piecewise_constant",
         factory=_K.PiecewiseConstantDecay,
         family="decay",
-        formula="v_i for b_i < t ≤ b_(i+1)",
+        formula="v_i for b_(i−1) < t ≤ b_i, b_(−1) = −∞, b_n = ∞",
         paper="-",
         keras_builtin=True,
         example=lambda: dict(boundaries=[300, 600], values=[0.01, 0.005, 0.001]),
@@ -317,7 +317,7 @@ for _entry in (
         example=lambda: dict(
             schedules=[
                 _K.CosineDecay(0.01, decay_steps=400, alpha=0.2),
-                StepDecay(0.005, factor=0.5, step_size=100),
+                StepDecay(0.005, decay_steps=100, decay_rate=0.5),
             ],
             boundaries=[400],
         ),
