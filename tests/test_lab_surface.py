@@ -81,3 +81,17 @@ def test_default_rosenbrock_picture_has_no_diverging_path():
 
     result = surface("rosenbrock", default_optimizers(), steps=50)
     assert [name for name in result.paths if result.diverged(name)] == []
+
+
+def test_adam_then_sgd_switches_half_way_and_leaves_adams_path():
+    """Without a callback to switch it, adam_then_sgd switches at half the
+    steps (to SGD at the function's SGD rate): its path is Adam's until
+    then and its own after, instead of hiding under Adam's."""
+    from keras_optlab.lab.surfaces import surface
+
+    result = surface("rosenbrock", ["adam", "adam_then_sgd"], steps=40)
+    adam, switched = result.paths["adam"], result.paths["adam_then_sgd"]
+    # Same Adam up to rounding (float32 coefficients in adam_then_sgd).
+    np.testing.assert_allclose(switched[:21], adam[:21], rtol=1e-5, atol=1e-5)
+    assert np.abs(switched[-1] - adam[-1]).max() > 1e-3
+    assert not result.diverged("adam_then_sgd")

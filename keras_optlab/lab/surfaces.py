@@ -290,8 +290,17 @@ def _follow(name: str, function: TestFunction, start, rate: float, steps: int) -
 
     from keras_optlab.optimizers import registry
 
+    from keras_optlab.optimizers import SwitchingOptimizer
+
     point = keras.Variable(np.asarray(start, dtype="float32"), name="xy")
     optimizer = registry.get(name, learning_rate=rate)
+    if isinstance(optimizer, SwitchingOptimizer) and optimizer.switch_step is None:
+        # No callback switches it here: like compare at its middle epoch, it
+        # switches half-way, to SGD at this function's rate for SGD.
+        optimizer = registry.get(
+            name, learning_rate=rate, switch_step=max(1, steps // 2),
+            sgd_learning_rate=function.learning_rate("sgd"),
+        )
     optimizer.build([point])
     points = [np.asarray(start, dtype=float)]
     for _ in range(steps):
