@@ -27,7 +27,6 @@ validation loss. A classifier whose outputs are not probabilities (not in
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import math
 import os
@@ -39,6 +38,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from keras_optlab.lab.errors import UsageError
+from keras_optlab.lab.records import weights_fingerprint
 
 ARRAY_KEYS = ("x_train", "y_train", "x_val", "y_val")
 _OBJECT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -212,15 +212,6 @@ def _count_batches(data: Any) -> int:
             return count
         return sum(1 for _ in data)
     return len(data)
-
-
-def _arrays_sha256(arrays) -> str:
-    digest = hashlib.sha256()
-    for array in arrays:
-        array = np.ascontiguousarray(array)
-        digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
 
 
 def _check_arrays(arrays: Mapping[str, Any], source: str) -> dict[str, np.ndarray]:
@@ -423,7 +414,7 @@ def make_workload(
         arrays = None
     if arrays is not None:
         train, validation = (arrays["x_train"], arrays["y_train"]), (arrays["x_val"], arrays["y_val"])
-        num_batches, sha = None, _arrays_sha256([arrays[k] for k in ARRAY_KEYS])
+        num_batches, sha = None, weights_fingerprint([arrays[k] for k in ARRAY_KEYS])
         counts = (len(arrays["x_train"]), len(arrays["x_val"]))
     else:
         train, validation = dataset

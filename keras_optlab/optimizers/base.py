@@ -38,12 +38,17 @@ class SteerableOptimizer(keras.optimizers.Optimizer):
     def __init__(self, learning_rate: Any, **kwargs: Any) -> None:
         learning_rate = _validation.check_learning_rate(learning_rate)
         super().__init__(learning_rate=learning_rate, **kwargs)
-        self.lr_scale = self.add_variable(
+        self.lr_scale = self._add_scalar("lr_scale", initial=1)
+
+    def _add_scalar(self, name: str, dtype: str = "float32", initial: Any = 0):
+        """Adds a scalar optimizer variable (a step count, a rate, a phase)
+        kept on the first replica only, starting at `initial`."""
+        return self.add_variable(
             shape=(),
-            initializer="ones",
-            dtype="float32",
+            initializer=keras.initializers.Constant(initial),
+            dtype=dtype,
             aggregation="only_first_replica",
-            name="lr_scale",
+            name=name,
         )
 
     def _get_current_learning_rate(self):

@@ -13,16 +13,6 @@ from keras_optlab.optimizers import _lineage, _numerics
 from keras_optlab.optimizers.base import SteerableOptimizer
 
 
-def _scalar(optimizer, name, dtype="float32", initial=0):
-    return optimizer.add_variable(
-        shape=(),
-        initializer=keras.initializers.Constant(initial),
-        dtype=dtype,
-        aggregation="only_first_replica",
-        name=name,
-    )
-
-
 @keras.saving.register_keras_serializable(package="keras_optlab")
 class SWATS(SteerableOptimizer):
     r"""SWATS: switches from Adam to SGD (Keskar & Socher, 2017).
@@ -200,16 +190,16 @@ class SWATS(SteerableOptimizer):
             "criterion", criterion, ("global", "per_variable")
         )
         # Fixed order, right after `iteration` and `lr_scale`.
-        self.phase = _scalar(self, "phase", "int32", 0)
-        self.switch_iteration = _scalar(self, "switch_iteration", "int32", -1)
-        self.sgd_learning_rate = _scalar(self, "sgd_learning_rate")
-        self.lambda_average = _scalar(self, "lambda_average")
-        self.switch_learning_rate = _scalar(self, "switch_learning_rate")
+        self.phase = self._add_scalar("phase", "int32", 0)
+        self.switch_iteration = self._add_scalar("switch_iteration", "int32", -1)
+        self.sgd_learning_rate = self._add_scalar("sgd_learning_rate")
+        self.lambda_average = self._add_scalar("lambda_average")
+        self.switch_learning_rate = self._add_scalar("switch_learning_rate")
         # Per-step sums over all variables; reset at every step.
-        self._projection_square = _scalar(self, "projection_square")
-        self._projection_gradient = _scalar(self, "projection_gradient")
+        self._projection_square = self._add_scalar("projection_square")
+        self._projection_gradient = self._add_scalar("projection_gradient")
         # Consecutive Adam steps on which the criterion has held.
-        self.agreement_steps = _scalar(self, "agreement_steps", "int32", 0)
+        self.agreement_steps = self._add_scalar("agreement_steps", "int32", 0)
         self._adam = _lineage.Method(self, "adam_float32", frozenset({"m", "v"}))
         self._step_cache = _lineage.StepCache()
 
@@ -226,12 +216,12 @@ class SWATS(SteerableOptimizer):
             # agreeing steps.
             self._variable_states = [
                 [
-                    _scalar(self, f"{variable.name}_phase", "int32", 0),
-                    _scalar(self, f"{variable.name}_switch_iteration", "int32", -1),
-                    _scalar(self, f"{variable.name}_lambda_average"),
-                    _scalar(self, f"{variable.name}_sgd_learning_rate"),
-                    _scalar(self, f"{variable.name}_switch_learning_rate"),
-                    _scalar(self, f"{variable.name}_agreement_steps", "int32", 0),
+                    self._add_scalar(f"{variable.name}_phase", "int32", 0),
+                    self._add_scalar(f"{variable.name}_switch_iteration", "int32", -1),
+                    self._add_scalar(f"{variable.name}_lambda_average"),
+                    self._add_scalar(f"{variable.name}_sgd_learning_rate"),
+                    self._add_scalar(f"{variable.name}_switch_learning_rate"),
+                    self._add_scalar(f"{variable.name}_agreement_steps", "int32", 0),
                 ]
                 for variable in var_list
             ]

@@ -261,44 +261,20 @@ class SwitchingOptimizer(SteerableOptimizer):
         self._step_cache = _lineage.StepCache()
         # Created here, after `iteration` and `lr_scale`, so that their
         # indices in `variables` do not depend on when the optimizer is built.
-        self.phase = self.add_variable(
-            shape=(),
-            initializer=keras.initializers.Constant(1 if switch_step == 0 else 0),
-            dtype="int32",
-            aggregation="only_first_replica",
-            name="phase",
-        )
-        self.switch_iteration = self.add_variable(
-            shape=(),
-            initializer=keras.initializers.Constant(-1),
-            dtype="int32",
-            aggregation="only_first_replica",
-            name="switch_iteration",
-        )
+        self.phase = self._add_scalar("phase", "int32", 1 if switch_step == 0 else 0)
+        self.switch_iteration = self._add_scalar("switch_iteration", "int32", -1)
         # The estimate's variables exist only when it is asked for: on JAX
         # every float scalar of the train state costs copies at each step
         # (the step's logs take the first donated scalar buffers).
         self.estimated_learning_rate = None
         self.step_ratio_average = None
         if second_learning_rate == "estimate":
-            self.estimated_learning_rate = self.add_variable(
-                shape=(), dtype="float32", aggregation="only_first_replica",
-                name="estimated_learning_rate",
-            )
-            self.step_ratio_average = self.add_variable(
-                shape=(), dtype="float32", aggregation="only_first_replica",
-                name="step_ratio_average",
-            )
+            self.estimated_learning_rate = self._add_scalar("estimated_learning_rate")
+            self.step_ratio_average = self._add_scalar("step_ratio_average")
         if fused and second_learning_rate == "estimate":
             # Sums over all variables of this step, filled in `update_step`.
-            self._step_square_sum = self.add_variable(
-                shape=(), dtype="float32", aggregation="only_first_replica",
-                name="step_square_sum",
-            )
-            self._gradient_square_sum = self.add_variable(
-                shape=(), dtype="float32", aggregation="only_first_replica",
-                name="gradient_square_sum",
-            )
+            self._step_square_sum = self._add_scalar("step_square_sum")
+            self._gradient_square_sum = self._add_scalar("gradient_square_sum")
 
     @property
     def variables(self):
