@@ -1,7 +1,9 @@
 """The name table behind the optimizer and schedule registries.
 
 Entries are frozen records with at least `name`, `family` and
-`keras_builtin`; names are lowercase and looked up case-insensitively.
+`keras_builtin`, and optionally `aliases` (other names of the same entry,
+such as the class name TensorFlow Addons used); names are lowercase and
+looked up case-insensitively. Aliases resolve but are not listed.
 """
 
 from __future__ import annotations
@@ -21,15 +23,22 @@ class Registry(Generic[Entry]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._aliases: dict[str, str] = {}
 
     def add(self, entry: Entry) -> Entry:
-        """Adds `entry`; its name must not be taken."""
-        if entry.name in self._entries:
-            article = "An" if self.kind[0] in "aeiou" else "A"
-            raise ValueError(
-                f"{article} {self.kind} named {entry.name!r} is already registered."
-            )
+        """Adds `entry`; neither its name nor its aliases may be taken."""
+        aliases = tuple(getattr(entry, "aliases", ()))
+        for name in (entry.name, *aliases):
+            if name in self._entries or name in self._aliases:
+                article = "An" if self.kind[0] in "aeiou" else "A"
+                raise ValueError(
+                    f"{article} {self.kind} named {name!r} is already registered."
+                )
+        if len(set(aliases)) != len(aliases) or entry.name in aliases:
+            raise ValueError(f"The aliases of {entry.name!r} repeat a name: {aliases}.")
         self._entries[entry.name] = entry
+        for alias in aliases:
+            self._aliases[alias] = entry.name
         return entry
 
     def names(self, family: str | None = None, keras_builtin: bool | None = None) -> list[str]:
@@ -46,6 +55,7 @@ class Registry(Generic[Entry]):
         if not isinstance(name, str):
             raise TypeError(f"Argument `name` must be a string. Received: name={name!r}")
         key = name.lower()
+        key = self._aliases.get(key, key)
         if key not in self._entries:
             known = ", ".join(self._entries)
             raise ValueError(f"Unknown {self.kind} name {name!r}. Known names: {known}.")

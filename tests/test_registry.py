@@ -1,3 +1,5 @@
+import dataclasses
+
 import keras
 import pytest
 
@@ -89,3 +91,28 @@ def test_duplicate_registration_is_rejected():
     entry = optimizers.info("adam")
     with pytest.raises(ValueError, match="already registered"):
         optimizers.register(entry)
+
+
+def test_aliases_resolve_to_their_entry_and_are_not_listed():
+    assert optimizers.info("RectifiedAdam") is optimizers.info("radam")
+    assert type(optimizers.get("rectifiedadam")).__name__ == "RAdam"
+    assert optimizers.info("sgdw") is optimizers.info("sgd")
+    assert "rectifiedadam" not in optimizers.list_optimizers()
+    # Keras' own optimizer strings accept an alias too.
+    assert type(keras.optimizers.get("rectifiedadam")).__name__ == "RAdam"
+    # Keras' own names are left to Keras.
+    assert type(keras.optimizers.get("adamw")) is keras.optimizers.AdamW
+
+
+def test_an_alias_cannot_take_a_registered_name():
+    entry = optimizers.info("radam")
+    clash = dataclasses.replace(entry, name="radam_again", aliases=("adam",))
+    with pytest.raises(ValueError, match="'adam' is already registered"):
+        optimizers.register(clash)
+    assert "radam_again" not in optimizers.list_optimizers()
+
+
+def test_aliases_must_be_lowercase():
+    entry = optimizers.info("radam")
+    with pytest.raises(ValueError, match="Aliases must be lowercase"):
+        dataclasses.replace(entry, name="radam_upper", aliases=("RAdamW",))

@@ -43,6 +43,10 @@ class OptimizerInfo:
             its untuned default (`keras_optlab.search_space`). Unless the
             entry declares it, `learning_rate` is added: log-uniform over
             [suggested / 10, suggested × 10], default the suggestion.
+        aliases: Other lowercase names that resolve to this entry (TensorFlow
+            Addons' class names, such as `rectifiedadam`). `get` and Keras'
+            optimizer strings accept them; `list_optimizers` does not list
+            them.
     """
 
     name: str
@@ -54,8 +58,15 @@ class OptimizerInfo:
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     suggested_learning_rate: float = 1e-3
     search_space: Mapping[str, space.Dimension] = dataclasses.field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        for alias in self.aliases:
+            if not isinstance(alias, str) or alias != alias.lower():
+                raise ValueError(
+                    f"Aliases must be lowercase strings. Received: aliases={self.aliases!r}"
+                )
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
         declared = space.check_space(self.search_space, f"optimizer {self.name!r}")
         rate = self.suggested_learning_rate
@@ -112,12 +123,13 @@ def _keras_resolves(name: str) -> bool:
 def register(info: OptimizerInfo) -> OptimizerInfo:
     """Adds `info` to the registry; its name must not be taken.
 
-    A name that Keras does not resolve itself becomes a string Keras
-    accepts: `model.compile(optimizer=info.name)`.
+    A name or alias that Keras does not resolve itself becomes a string
+    Keras accepts: `model.compile(optimizer=info.name)`.
     """
     entry = _REGISTRY.add(info)
-    if not _keras_resolves(entry.name):
-        keras.saving.get_custom_objects()[entry.name] = _KerasName(entry.name)
+    for name in (entry.name, *entry.aliases):
+        if not _keras_resolves(name):
+            keras.saving.get_custom_objects()[name] = _KerasName(name)
     return entry
 
 
@@ -219,6 +231,7 @@ _KINGMA = "Kingma & Ba, 'Adam: A Method for Stochastic Optimization', ICLR 2015,
 for _info in (
     OptimizerInfo(
         name="sgd",
+        aliases=("sgdw",),
         factory=keras.optimizers.SGD,
         family="sgd",
         update_rule="θ ← θ − η g",
@@ -325,6 +338,7 @@ for _info in (
     ),
     OptimizerInfo(
         name="radam",
+        aliases=("rectifiedadam",),
         factory=RAdam,
         family="adaptive",
         update_rule="Adam step times the rectifier r_t while ρ_t ≥ 5; momentum step η m̂ before",
@@ -400,8 +414,9 @@ def markdown_table() -> str:
     for entry in _REGISTRY:
         optimizer_class = _public_path(entry.factory)
         arguments = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())
+        name = f"`{entry.name}`" + "".join(f", `{alias}`" for alias in entry.aliases)
         rows.append(
-            f"| `{entry.name}` | `{optimizer_class}({arguments})` "
+            f"| {name} | `{optimizer_class}({arguments})` "
             f"| {entry.update_rule} | {entry.paper} |"
         )
     return "\n".join(rows) + "\n"
