@@ -2,6 +2,7 @@
 
 Run: `make bench` (all benches, TensorFlow and JAX, one table), or one
 backend alone: `KERAS_BACKEND=jax PYTHONPATH=. .venv/bin/python bench/bench_optimizers.py`
+(`BENCH_CASES="RAdam,keras Adam"` in the environment times only those cases).
 
 One process per backend (TensorFlow: `tf.function(jit_compile=True)` of
 `apply`; JAX: `jax.jit` of `stateless_apply`, with the state donated as the
@@ -38,6 +39,7 @@ Keras programs on this 2-core CPU; see docs/benchmarks.md):
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -101,8 +103,16 @@ def run_backend(repetitions: int, warmup: int) -> dict[str, list[float]]:
     rng = np.random.default_rng(0)
     initial = [rng.normal(size=(SIZE,)).astype("float32") for _ in range(VARIABLES)]
     gradient_values = [rng.normal(size=(SIZE,)).astype("float32") * 1e-2 for _ in range(VARIABLES)]
+    cases = make_optimizers()
+    chosen = os.environ.get("BENCH_CASES")
+    if chosen:
+        names = [name.strip() for name in chosen.split(",")]
+        unknown = [name for name in names if name not in cases]
+        if unknown:
+            raise SystemExit(f"Unknown BENCH_CASES {unknown}; known: {list(cases)}")
+        cases = {name: cases[name] for name in names}
     steps = {}
-    for name, (optimizer, phase) in make_optimizers().items():
+    for name, (optimizer, phase) in cases.items():
         variables = [keras.Variable(value) for value in initial]
         optimizer.build(variables)
         if phase is not None:
