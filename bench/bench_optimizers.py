@@ -60,6 +60,9 @@ PAIRS = [
     ("AMSBound", "keras Adam", None),
     ("AMSBound", "keras Adam(amsgrad=True)", 1.15),
     ("RAdam", "keras Adam", 1.15),
+    ("ProximalAdagrad", "keras Adagrad", 1.15),
+    ("ProximalAdagrad (L1 and L2)", "keras Adagrad", 1.15),
+    ("ConditionalGradient", "keras SGD", 1.15),
 ]
 
 
@@ -92,6 +95,16 @@ def make_optimizers():
         "AdaBound": (optimizers.AdaBound(1e-3), None),
         "AMSBound": (optimizers.AdaBound(1e-3, amsbound=True), None),
         "RAdam": (optimizers.RAdam(1e-3), None),
+        "keras Adagrad": (keras.optimizers.Adagrad(1e-3), None),
+        "keras SGD": (keras.optimizers.SGD(1e-2), None),
+        "ProximalAdagrad": (optimizers.ProximalAdagrad(1e-3), None),
+        "ProximalAdagrad (L1 and L2)": (
+            optimizers.ProximalAdagrad(
+                1e-3, l1_regularization_strength=1e-4, l2_regularization_strength=1e-4
+            ),
+            None,
+        ),
+        "ConditionalGradient": (optimizers.ConditionalGradient(1e-2, lambda_=30.0), None),
     }
 
 

@@ -1,7 +1,9 @@
 """Optimizers Keras lacks, and a registry of every optimizer by name."""
 
 from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
+from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.swats import SWATS
@@ -16,7 +18,9 @@ from keras_optlab.optimizers.registry import (
 
 __all__ = [
     "AdaBound",
+    "ConditionalGradient",
     "OptimizerInfo",
+    "ProximalAdagrad",
     "RAdam",
     "SWATS",
     "SteerableOptimizer",

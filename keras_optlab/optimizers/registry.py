@@ -17,6 +17,8 @@ import keras
 from keras_optlab import _registry, _validation
 from keras_optlab import search_space as space
 from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
+from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
@@ -386,6 +388,35 @@ for _info in (
         paper="Keskar & Socher, 'Improving Generalization Performance by Switching from Adam to SGD', 2017, arXiv:1712.07628",
         keras_builtin=False,
         search_space=_ADAM_SPACE,
+    ),
+    OptimizerInfo(
+        name="proximal_adagrad",
+        aliases=("proximaladagrad",),
+        factory=ProximalAdagrad,
+        family="adaptive",
+        update_rule="G ← G + g²;  η' = η/√G;  p = θ − η' g;  θ ← sign(p) max(|p| − η' ℓ₁, 0) / (1 + η' ℓ₂)",
+        paper="Duchi & Singer, 'Efficient Online and Batch Learning Using Forward Backward Splitting', JMLR 2009",
+        keras_builtin=False,
+        suggested_learning_rate=0.05,
+        search_space={
+            "initial_accumulator_value": space.LogUniform(0.01, 1.0, default=0.1),
+            "l1_regularization_strength": space.Uniform(0.0, 1e-3, default=0.0),
+        },
+    ),
+    OptimizerInfo(
+        name="conditional_gradient",
+        aliases=("conditionalgradient",),
+        factory=ConditionalGradient,
+        family="sgd",
+        update_rule="θ ← (1 − η) θ − η λ g / (‖g‖_F + ε)  (Frank-Wolfe on the ball ‖θ‖_F ≤ λ; ord='nuclear': λ u₁v₁ᵀ)",
+        paper="Jaggi, 'Revisiting Frank-Wolfe: Projection-Free Sparse Convex Optimization', ICML 2013",
+        keras_builtin=False,
+        # TensorFlow Addons' radius 0.01 holds no trained network: every
+        # weight matrix of an MLP on digits would stay within 0.01 of zero.
+        # The name stands for a ball large enough to learn in.
+        defaults={"lambda_": 30.0},
+        suggested_learning_rate=0.003,
+        search_space={"lambda_": space.LogUniform(3.0, 300.0, default=30.0)},
     ),
 ):
     register(_info)
