@@ -2,6 +2,7 @@
 
 from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
+from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.swats import SWATS
@@ -16,6 +17,7 @@ from keras_optlab.optimizers.registry import (
 
 __all__ = [
     "AdaBound",
+    "LazyAdam",
     "OptimizerInfo",
     "RAdam",
     "SWATS",

@@ -17,6 +17,7 @@ import keras
 from keras_optlab import _registry, _validation
 from keras_optlab import search_space as space
 from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
@@ -384,6 +385,16 @@ for _info in (
         family="switching",
         update_rule="Adam until the averaged projected rate Λ of γ = p·p / (−p·g) settles (|Λ − γ| < 2 % of γ on 10 steps running), then SGD with momentum β₁ at rate Λ",
         paper="Keskar & Socher, 'Improving Generalization Performance by Switching from Adam to SGD', 2017, arXiv:1712.07628",
+        keras_builtin=False,
+        search_space=_ADAM_SPACE,
+    ),
+    OptimizerInfo(
+        name="lazy_adam",
+        aliases=("lazyadam",),
+        factory=LazyAdam,
+        family="adaptive",
+        update_rule="Adam on the rows a sparse gradient touches only (m, v, θ of other rows unchanged; duplicate rows summed); equals Adam for dense gradients, hence always on JAX and PyTorch",
+        paper=_KINGMA + "; lazy sparse update of TensorFlow Addons' LazyAdam",
         keras_builtin=False,
         search_space=_ADAM_SPACE,
     ),
