@@ -60,6 +60,7 @@ PAIRS = [
     ("AMSBound", "keras Adam", None),
     ("AMSBound", "keras Adam(amsgrad=True)", 1.15),
     ("RAdam", "keras Adam", 1.15),
+    ("LazyAdam", "keras Adam", 1.15),
 ]
 
 
@@ -92,6 +93,7 @@ def make_optimizers():
         "AdaBound": (optimizers.AdaBound(1e-3), None),
         "AMSBound": (optimizers.AdaBound(1e-3, amsbound=True), None),
         "RAdam": (optimizers.RAdam(1e-3), None),
+        "LazyAdam": (optimizers.LazyAdam(1e-3), None),
     }
 
 
