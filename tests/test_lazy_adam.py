@@ -252,6 +252,23 @@ if BACKEND == "tensorflow":
         table, indices, targets, snapshots = train_with_fit()
         assert_lazy_and_matches_reference(table, indices, targets, snapshots, 0.01)
 
+    def test_repeated_indices_equal_their_sum():
+        # As TensorFlow Addons tested: slices 0.1 and 0.1 on row 1 step like
+        # one slice 0.2; row 0 is never touched.
+        def run(values, indices):
+            variable = keras.Variable(np.array([[1.0], [2.0]], "float32"))
+            optimizer = LazyAdam()
+            gradient = tf.IndexedSlices(
+                tf.constant(values, shape=[len(values), 1]), tf.constant(indices), tf.constant([2, 1])
+            )
+            for _ in range(3):
+                optimizer.apply([gradient], [variable])
+            return np.array(variable)
+
+        repeated = run([0.1, 0.1], [1, 1])
+        np.testing.assert_array_equal(repeated, run([0.2], [1]))
+        assert repeated[0, 0] == 1.0 and repeated[1, 0] < 2.0
+
     def test_keras_adam_moves_rows_a_step_did_not_touch():
         # The contrast that makes the tests above meaningful.
         table, indices, targets = embedding_batches()
