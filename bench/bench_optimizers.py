@@ -63,6 +63,7 @@ PAIRS = [
     ("ProximalAdagrad", "keras Adagrad", 1.15),
     ("ProximalAdagrad (L1 and L2)", "keras Adagrad", 1.15),
     ("ConditionalGradient", "keras SGD", 1.15),
+    ("LazyAdam", "keras Adam", 1.15),
 ]
 
 
@@ -105,6 +106,7 @@ def make_optimizers():
             None,
         ),
         "ConditionalGradient": (optimizers.ConditionalGradient(1e-2, lambda_=30.0), None),
+        "LazyAdam": (optimizers.LazyAdam(1e-3), None),
     }
 
 

@@ -4,6 +4,7 @@ from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
+from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.swats import SWATS
@@ -19,6 +20,7 @@ from keras_optlab.optimizers.registry import (
 __all__ = [
     "AdaBound",
     "ConditionalGradient",
+    "LazyAdam",
     "OptimizerInfo",
     "ProximalAdagrad",
     "RAdam",

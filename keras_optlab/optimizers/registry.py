@@ -19,6 +19,7 @@ from keras_optlab import search_space as space
 from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
+from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
@@ -417,6 +418,16 @@ for _info in (
         defaults={"lambda_": 30.0},
         suggested_learning_rate=0.003,
         search_space={"lambda_": space.LogUniform(3.0, 300.0, default=30.0)},
+    ),
+    OptimizerInfo(
+        name="lazy_adam",
+        aliases=("lazyadam",),
+        factory=LazyAdam,
+        family="adaptive",
+        update_rule="Adam on the rows a sparse gradient touches only (m, v, θ of other rows unchanged; duplicate rows summed); equals Adam for dense gradients, hence always on JAX and PyTorch",
+        paper=_KINGMA + "; lazy sparse update of TensorFlow Addons' LazyAdam",
+        keras_builtin=False,
+        search_space=_ADAM_SPACE,
     ),
 ):
     register(_info)
