@@ -4,6 +4,7 @@ from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
+from keras_optlab.optimizers.swa import SWA
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
 from keras_optlab.optimizers.registry import (
@@ -18,6 +19,7 @@ __all__ = [
     "AdaBound",
     "OptimizerInfo",
     "RAdam",
+    "SWA",
     "SWATS",
     "SteerableOptimizer",
     "Steered",
