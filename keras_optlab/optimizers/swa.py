@@ -444,10 +444,10 @@ def update_batch_norm(
     Args:
         model: A built model; its `BatchNormalization` layers are updated
             in place.
-        data: The inputs: an array (or a dict or tuple of arrays, split
-            into batches of `batch_size`), or an iterable of batches, such
-            as a `tf.data.Dataset`, whose elements are `x` or `(x, y)` or
-            `(x, y, sample_weight)`.
+        data: The inputs: an array or a dict of arrays (split into batches
+            of `batch_size`), a tuple `(x, y)` of arrays (only `x` is used),
+            or an iterable of batches, such as a `tf.data.Dataset`, whose
+            elements are `x` or `(x, y)` or `(x, y, sample_weight)`.
         batch_size: The batch size used to split arrays, an int >= 1.
             Defaults to `32`.
         steps: The number of batches to use, an int >= 1, or `None` for all.
@@ -471,11 +471,18 @@ def update_batch_norm(
     if isinstance(data, tuple) and not hasattr(data, "shape"):
         # (x, y) arrays: keep x.
         data = data[0]
+    saved = [
+        (ops.convert_to_numpy(layer.moving_mean), ops.convert_to_numpy(layer.moving_variance))
+        for layer in layers
+    ]
     count = 0
     try:
         for layer in layers:
-            layer.moving_mean.assign(ops.zeros_like(layer.moving_mean))
-            layer.moving_variance.assign(ops.ones_like(layer.moving_variance))
+            # Weighted 0 by the first batch's momentum; reset all the same.
+            layer.moving_mean.assign(ops.zeros(layer.moving_mean.shape, layer.moving_mean.dtype))
+            layer.moving_variance.assign(
+                ops.ones(layer.moving_variance.shape, layer.moving_variance.dtype)
+            )
         for x in _batches(data, batch_size):
             if steps is not None and count >= steps:
                 break
@@ -487,5 +494,10 @@ def update_batch_norm(
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
     if count == 0:
-        raise ValueError("Argument `data` yielded no batch: the statistics were not computed.")
+        for layer, (mean, variance) in zip(layers, saved):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
+        raise ValueError(
+            "Argument `data` yielded no batch: the statistics are left as they were."
+        )
     return count
