@@ -60,6 +60,8 @@ PAIRS = [
     ("AMSBound", "keras Adam", None),
     ("AMSBound", "keras Adam(amsgrad=True)", 1.15),
     ("RAdam", "keras Adam", 1.15),
+    ("SWA(SGD(momentum=0.9))", "keras SGD(momentum=0.9)", 1.15),
+    ("SWA(Adam)", "keras Adam", 1.15),
 ]
 
 
@@ -92,6 +94,11 @@ def make_optimizers():
         "AdaBound": (optimizers.AdaBound(1e-3), None),
         "AMSBound": (optimizers.AdaBound(1e-3, amsbound=True), None),
         "RAdam": (optimizers.RAdam(1e-3), None),
+        # A snapshot every step: the cost is the same at every step.
+        "SWA(SGD(momentum=0.9))": (
+            optimizers.SWA(keras.optimizers.SGD(1e-2, momentum=0.9), average_period=1), None
+        ),
+        "SWA(Adam)": (optimizers.SWA(keras.optimizers.Adam(1e-3), average_period=1), None),
     }
 
 
