@@ -64,6 +64,8 @@ PAIRS = [
     ("ProximalAdagrad (L1 and L2)", "keras Adagrad", 1.15),
     ("ConditionalGradient", "keras SGD", 1.15),
     ("LazyAdam", "keras Adam", 1.15),
+    ("SWA(SGD(momentum=0.9))", "keras SGD(momentum=0.9)", 1.15),
+    ("SWA(Adam)", "keras Adam", 1.15),
 ]
 
 
@@ -107,6 +109,10 @@ def make_optimizers():
         ),
         "ConditionalGradient": (optimizers.ConditionalGradient(1e-2, lambda_=30.0), None),
         "LazyAdam": (optimizers.LazyAdam(1e-3), None),
+        # A snapshot every step: the cost is the same at every step.
+        "SWA(SGD(momentum=0.9))": (
+            optimizers.SWA(keras.optimizers.SGD(1e-2, momentum=0.9), average_period=1), None
+        "SWA(Adam)": (optimizers.SWA(keras.optimizers.Adam(1e-3), average_period=1), None),
     }
 
 

@@ -7,6 +7,7 @@ from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
+from keras_optlab.optimizers.swa import SWA
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
 from keras_optlab.optimizers.registry import (
@@ -24,6 +25,7 @@ __all__ = [
     "OptimizerInfo",
     "ProximalAdagrad",
     "RAdam",
+    "SWA",
     "SWATS",
     "SteerableOptimizer",
     "Steered",

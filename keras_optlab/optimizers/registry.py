@@ -21,6 +21,7 @@ from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.radam import RAdam
+from keras_optlab.optimizers.swa import swa_sgd
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
 
@@ -428,6 +429,19 @@ for _info in (
         paper=_KINGMA + "; lazy sparse update of TensorFlow Addons' LazyAdam",
         keras_builtin=False,
         search_space=_ADAM_SPACE,
+    ),
+    OptimizerInfo(
+        name="swa",
+        factory=swa_sgd,
+        family="sgd",
+        update_rule="v ← μ v − η g;  θ ← θ + v;  every k steps from step m: θ̄ ← θ̄ + (θ − θ̄)/(n + 1), n ← n + 1 (θ̄ swapped in at the end)",
+        paper="Izmailov, Podoprikhin, Garipov, Vetrov & Wilson, 'Averaging Weights Leads to Wider Optima and Better Generalization', UAI 2018, arXiv:1803.05407",
+        keras_builtin=False,
+        suggested_learning_rate=0.01,
+        search_space={
+            "momentum": _MOMENTUM,
+            "average_period": space.IntUniform(1, 50, default=10),
+        },
     ),
 ):
     register(_info)
