@@ -1,11 +1,13 @@
 """Optimizers Keras lacks, and a registry of every optimizer by name."""
 
+from keras_optlab.optimizers.adabelief import AdaBelief
 from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
+from keras_optlab.optimizers.yogi import Yogi
 from keras_optlab.optimizers.registry import (
     OptimizerInfo,
     get,
@@ -15,6 +17,7 @@ from keras_optlab.optimizers.registry import (
 )
 
 __all__ = [
+    "AdaBelief",
     "AdaBound",
     "OptimizerInfo",
     "RAdam",
@@ -22,6 +25,7 @@ __all__ = [
     "SteerableOptimizer",
     "Steered",
     "SwitchingOptimizer",
+    "Yogi",
     "get",
     "info",
     "list_optimizers",
