@@ -125,10 +125,10 @@ def test_tensorflow_addons_setting_with_proximal_regularization(beta_1, l1, l2):
 
 def test_l1_sets_small_coordinates_to_exactly_zero():
     # First step, zero gradient: the per-coordinate rate is
-    # 0.01 sqrt(0.001) / 0.1 / (sqrt(1e-6) + 1e-3) = 15.8, so the L1 step
-    # shrinks every coordinate by 0.1 * 15.8 = 1.58 toward 0 and stops there.
+    # 0.01 sqrt(0.001) / 0.1 / (sqrt(1e-6) + 1e-3) = 1.58, so the L1 step
+    # shrinks every coordinate by 0.1 * 1.58 = 0.158 toward 0 and stops there.
     optimizer = Yogi(learning_rate=0.01, l1_regularization_strength=0.1)
-    variable = keras.Variable(np.array([1e-3, -1.5, 5.0], "float32"))
+    variable = keras.Variable(np.array([1e-3, -0.15, 5.0], "float32"))
     optimizer.apply([keras.ops.zeros((3,))], [variable])
     shrink = 0.1 * 0.01 * np.sqrt(1 - 0.999) / 0.1 / (1e-3 + 1e-3)
     np.testing.assert_allclose(np.array(variable), [0.0, 0.0, 5.0 - shrink], rtol=1e-6)
