@@ -64,8 +64,12 @@ class AdaBelief(SteerableOptimizer):
       gradient is steady), and beside $\sqrt{\hat s_t}$. In float32 the
       addition inside $s_t$ is lost whenever $s_t$ exceeds about
       $2^{24}\epsilon \approx 1.7 \times 10^{-7}$, a relative change below
-      $10^{-7}$ that no float32 computation could keep; where it matters,
-      near the floor, float32 holds it exactly enough. In float16 and
+      $10^{-7}$ that no float32 computation could keep. Near the floor it
+      is kept, but float32 adds its own: $m_t$ stops a few ulps short of a
+      perfectly steady $g$ (the increment $(1-\beta_1)(g - m)$ rounds
+      away), leaving up to $(2^{-23}|g| / (1-\beta_1))^2$ in $s_t$, which
+      exceeds $\epsilon / (1-\beta_2)$ only for steady gradients above
+      about 3 in size with the defaults. In float16 and
       bfloat16 variables (whose state has the variable's dtype) `1e-14`
       rounds to 0, so the floor is gone: keep optimizer state in float32
       (mixed precision) if the gradient can be perfectly steady. Unlike
