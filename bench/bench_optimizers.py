@@ -60,6 +60,9 @@ PAIRS = [
     ("AMSBound", "keras Adam", None),
     ("AMSBound", "keras Adam(amsgrad=True)", 1.15),
     ("RAdam", "keras Adam", 1.15),
+    ("Yogi", "keras Adam", 1.15),
+    ("AdaBelief", "keras Adam", 1.15),
+    ("AdaBelief(rectify=True)", "keras Adam", 1.15),
 ]
 
 
@@ -92,6 +95,9 @@ def make_optimizers():
         "AdaBound": (optimizers.AdaBound(1e-3), None),
         "AMSBound": (optimizers.AdaBound(1e-3, amsbound=True), None),
         "RAdam": (optimizers.RAdam(1e-3), None),
+        "Yogi": (optimizers.Yogi(1e-3), None),
+        "AdaBelief": (optimizers.AdaBelief(1e-3), None),
+        "AdaBelief(rectify=True)": (optimizers.AdaBelief(1e-3, rectify=True), None),
     }
 
 
