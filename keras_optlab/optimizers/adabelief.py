@@ -193,9 +193,10 @@ class AdaBelief(SteerableOptimizer):
         root_2 = ops.sqrt(correction_2)
         learning_rate = ops.cast(learning_rate, "float32")
         adaptive_scale = learning_rate * root_2 / correction_1
-        denominator = ops.add(ops.sqrt(belief), ops.cast(self.epsilon * root_2, dtype))
+        epsilon = self.epsilon * root_2
 
         if not self.rectify:
+            denominator = ops.add(ops.sqrt(belief), ops.cast(epsilon, dtype))
             self.assign_sub(
                 variable,
                 ops.multiply(ops.divide(momentum, denominator), ops.cast(adaptive_scale, dtype)),
@@ -214,14 +215,18 @@ class AdaBelief(SteerableOptimizer):
         else:
             rectifier = ops.zeros_like(rho_t)
         plain_scale = learning_rate / correction_1 if self.degenerated_to_sgd else 0.0
-        adaptive_scale = ops.cast(ops.where(rectified, adaptive_scale * rectifier, 0.0), dtype)
-        plain_scale = ops.cast(ops.where(rectified, 0.0, plain_scale), dtype)
+        # Both regimes as one quotient, m * scale / (sqrt(s) * weight + shift):
+        # rectified, (r_t * adaptive_scale, 1, eps'); below the threshold,
+        # (plain_scale, 0, 1), which is the momentum step. One pass over the
+        # arrays, as for the plain update.
+        scale = ops.where(rectified, adaptive_scale * rectifier, plain_scale)
+        weight = ops.where(rectified, 1.0, 0.0)
+        shift = ops.where(rectified, epsilon, 1.0)
+        denominator = ops.add(
+            ops.multiply(ops.sqrt(belief), ops.cast(weight, dtype)), ops.cast(shift, dtype)
+        )
         self.assign_sub(
-            variable,
-            ops.add(
-                ops.multiply(ops.divide(momentum, denominator), adaptive_scale),
-                ops.multiply(momentum, plain_scale),
-            ),
+            variable, ops.multiply(ops.divide(momentum, denominator), ops.cast(scale, dtype))
         )
 
     def get_config(self) -> dict[str, Any]:
