@@ -84,7 +84,9 @@ def test_matches_numpy_reference_as_v_rises_and_falls(activation, bias_correctio
     # The inputs really drive v both ways, in every coordinate.
     changes = _changes_of_v(vs)
     assert (changes > 0).any(axis=0).all() and (changes < 0).any(axis=0).all()
-    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-7)
+    # atol: a few float32 ulps at the trajectory's scale (|theta| up to 3),
+    # for the values that cross zero on the way.
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
     velocity = optimizer._velocities[optimizer._get_variable_index(variable)]
     np.testing.assert_allclose(np.array(velocity), vs[-1], rtol=1e-5)
 
