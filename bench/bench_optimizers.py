@@ -66,6 +66,9 @@ PAIRS = [
     ("LazyAdam", "keras Adam", 1.15),
     ("SWA(SGD(momentum=0.9))", "keras SGD(momentum=0.9)", 1.15),
     ("SWA(Adam)", "keras Adam", 1.15),
+    ("Yogi", "keras Adam", 1.15),
+    ("AdaBelief", "keras Adam", 1.15),
+    ("AdaBelief(rectify=True)", "keras Adam", 1.15),
 ]
 
 
@@ -112,7 +115,11 @@ def make_optimizers():
         # A snapshot every step: the cost is the same at every step.
         "SWA(SGD(momentum=0.9))": (
             optimizers.SWA(keras.optimizers.SGD(1e-2, momentum=0.9), average_period=1), None
+        ),
         "SWA(Adam)": (optimizers.SWA(keras.optimizers.Adam(1e-3), average_period=1), None),
+        "Yogi": (optimizers.Yogi(1e-3), None),
+        "AdaBelief": (optimizers.AdaBelief(1e-3), None),
+        "AdaBelief(rectify=True)": (optimizers.AdaBelief(1e-3, rectify=True), None),
     }
 
 

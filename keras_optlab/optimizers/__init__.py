@@ -1,5 +1,6 @@
 """Optimizers Keras lacks, and a registry of every optimizer by name."""
 
+from keras_optlab.optimizers.adabelief import AdaBelief
 from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
@@ -10,6 +11,7 @@ from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.swa import SWA
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
+from keras_optlab.optimizers.yogi import Yogi
 from keras_optlab.optimizers.registry import (
     OptimizerInfo,
     get,
@@ -19,6 +21,7 @@ from keras_optlab.optimizers.registry import (
 )
 
 __all__ = [
+    "AdaBelief",
     "AdaBound",
     "ConditionalGradient",
     "LazyAdam",
@@ -30,6 +33,7 @@ __all__ = [
     "SteerableOptimizer",
     "Steered",
     "SwitchingOptimizer",
+    "Yogi",
     "get",
     "info",
     "list_optimizers",

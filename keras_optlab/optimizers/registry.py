@@ -16,6 +16,7 @@ import keras
 
 from keras_optlab import _registry, _validation
 from keras_optlab import search_space as space
+from keras_optlab.optimizers.adabelief import AdaBelief
 from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
@@ -24,6 +25,7 @@ from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.swa import swa_sgd
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
+from keras_optlab.optimizers.yogi import Yogi
 
 
 @dataclasses.dataclass(frozen=True)
@@ -441,6 +443,44 @@ for _info in (
         search_space={
             "momentum": _MOMENTUM,
             "average_period": space.IntUniform(1, 50, default=10),
+        },
+    ),
+    OptimizerInfo(
+        name="yogi",
+        factory=Yogi,
+        family="adaptive",
+        update_rule="m ← β₁m + (1−β₁)g;  v ← v − (1−β₂) sign(v − g²) g²;  θ ← θ − η m̂ / (√v + ε)  (TFA's bias correction √(1−β₂ᵗ)/(1−β₁ᵗ))",
+        paper="Zaheer, Reddi, Sachan, Kale & Kumar, 'Adaptive Methods for Nonconvex Optimization', NeurIPS 2018",
+        keras_builtin=False,
+        suggested_learning_rate=0.01,
+        search_space={
+            **_ADAM_SPACE,
+            "epsilon": space.LogUniform(1e-6, 1e-2, default=1e-3),
+        },
+    ),
+    OptimizerInfo(
+        name="adabelief",
+        factory=AdaBelief,
+        family="adaptive",
+        update_rule="m ← β₁m + (1−β₁)g;  s ← β₂s + (1−β₂)(g − m)² + ε;  θ ← θ − η m̂ / (√ŝ + ε)",
+        paper="Zhuang et al., 'AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients', NeurIPS 2020, arXiv:2010.07468",
+        keras_builtin=False,
+        search_space={
+            **_ADAM_SPACE,
+            "epsilon": space.LogUniform(1e-16, 1e-8, default=1e-14),
+        },
+    ),
+    OptimizerInfo(
+        name="rectified_adabelief",
+        factory=AdaBelief,
+        family="adaptive",
+        update_rule="AdaBelief step times RAdam's rectifier r_t while ρ_t ≥ 5; momentum step η m̂ before",
+        paper="Zhuang et al., 'AdaBelief Optimizer: Adapting Stepsizes by the Belief in Observed Gradients', NeurIPS 2020, arXiv:2010.07468; rectification from Liu et al., arXiv:1908.03265",
+        keras_builtin=False,
+        defaults={"rectify": True},
+        search_space={
+            **_ADAM_SPACE,
+            "epsilon": space.LogUniform(1e-16, 1e-8, default=1e-14),
         },
     ),
 ):
