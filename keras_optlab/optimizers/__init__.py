@@ -2,6 +2,8 @@
 
 from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
+from keras_optlab.optimizers.cocob import COCOB
+from keras_optlab.optimizers.novograd import NovoGrad
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.swats import SWATS
@@ -16,6 +18,8 @@ from keras_optlab.optimizers.registry import (
 
 __all__ = [
     "AdaBound",
+    "COCOB",
+    "NovoGrad",
     "OptimizerInfo",
     "RAdam",
     "SWATS",

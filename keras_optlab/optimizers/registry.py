@@ -17,6 +17,8 @@ import keras
 from keras_optlab import _registry, _validation
 from keras_optlab import search_space as space
 from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.cocob import COCOB
+from keras_optlab.optimizers.novograd import NovoGrad
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
@@ -386,6 +388,32 @@ for _info in (
         paper="Keskar & Socher, 'Improving Generalization Performance by Switching from Adam to SGD', 2017, arXiv:1712.07628",
         keras_builtin=False,
         search_space=_ADAM_SPACE,
+    ),
+    OptimizerInfo(
+        name="novograd",
+        factory=NovoGrad,
+        family="adaptive",
+        update_rule="v ← β₂v + (1−β₂)‖g‖² per variable (v₁ = ‖g₁‖²);  m ← β₁m + g / (√v + ε) + d θ;  θ ← θ − η m",
+        paper="Ginsburg et al., 'Stochastic Gradient Methods with Layer-wise Adaptive Moments for Training of Deep Networks', 2019, arXiv:1905.11286",
+        keras_builtin=False,
+        suggested_learning_rate=0.01,
+        search_space={
+            **_ADAM_SPACE,
+            "weight_decay": space.LogUniform(1e-5, 0.1, default=0.001),
+        },
+    ),
+    OptimizerInfo(
+        name="cocob",
+        factory=COCOB,
+        family="adaptive",
+        update_rule="L ← max(L, |g|);  G ← G + |g|;  Θ ← Θ − g;  R ← max(R − x g, 0);  x' = Θ (L + R) / (L max(G + L, αL));  θ ← θ + η (x' − x);  x ← x'",
+        paper="Orabona & Tommasi, 'Training Deep Networks without Learning Rates Through Coin Betting', NeurIPS 2017, arXiv:1705.07795",
+        keras_builtin=False,
+        suggested_learning_rate=1.0,
+        search_space={
+            "learning_rate": space.LogUniform(0.1, 3.0, default=1.0),
+            "alpha": space.LogUniform(10.0, 1000.0, default=100.0),
+        },
     ),
 ):
     register(_info)
