@@ -399,7 +399,7 @@ for _info in (
         suggested_learning_rate=0.01,
         search_space={
             **_ADAM_SPACE,
-            "weight_decay": space.LogUniform(1e-5, 0.1, default=0.001),
+            "weight_decay": space.Uniform(0.0, 0.01, default=0.0),
         },
     ),
     OptimizerInfo(
