@@ -73,7 +73,10 @@ class COCOB(SteerableOptimizer):
     - **Large weights.** While a coordinate's gradient keeps its sign (an
       unbounded direction), Reward grows geometrically: TensorFlow Addons'
       test reaches $10^{16}$ in 100 steps of a constant gradient. In float32
-      it overflows after a few hundred such steps. The slots have the
+      it overflows after a few hundred such steps. When the sum of
+      gradients then changes sign, the bet is that large wealth times a sum
+      that crosses zero: float32 keeps about $10^{-7} \text{Reward}_t / L_t$
+      of relative accuracy there, as any float32 implementation does. The slots have the
       variable's dtype: float16 variables overflow far sooner.
     - **Weight decay** (`weight_decay`) is Keras' decoupled decay,
       $w \leftarrow w - \eta_t \lambda w$ before the step; with the default
