@@ -35,6 +35,13 @@ Keras programs on this 2-core CPU; see docs/benchmarks.md):
   SGD phase they are skipped (a conditional that only reads).
 - AMSBound reads and writes one more slot than Adam: compare it with Keras'
   `Adam(amsgrad=True)`.
+- NovoGrad does the array work of SGD with momentum (one full-size slot)
+  plus one reduction over the gradient for its scalar second moment: its
+  goal is against Keras' `SGD(momentum=0.9)`; the row against `Adam`, the
+  method it stands in for, is there to be read.
+- COCOB keeps five full-size slots where Adam keeps two, and reads and
+  writes all of them each step: its goal against `Adam` is not within
+  reach of any form that keeps the paper's state.
 """
 
 from __future__ import annotations
@@ -60,6 +67,9 @@ PAIRS = [
     ("AMSBound", "keras Adam", None),
     ("AMSBound", "keras Adam(amsgrad=True)", 1.15),
     ("RAdam", "keras Adam", 1.15),
+    ("NovoGrad", "keras SGD(momentum=0.9)", 1.15),
+    ("NovoGrad", "keras Adam", None),
+    ("COCOB", "keras Adam", 1.15),
 ]
 
 
@@ -92,6 +102,8 @@ def make_optimizers():
         "AdaBound": (optimizers.AdaBound(1e-3), None),
         "AMSBound": (optimizers.AdaBound(1e-3, amsbound=True), None),
         "RAdam": (optimizers.RAdam(1e-3), None),
+        "NovoGrad": (optimizers.NovoGrad(1e-3), None),
+        "COCOB": (optimizers.COCOB(), None),
     }
 
 

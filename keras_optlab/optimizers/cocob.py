@@ -169,15 +169,17 @@ class COCOB(SteerableOptimizer):
             ops.divide(new_gradient_sum, denominator),
             ops.add(ops.divide(new_reward, safe_max), ops.cast(1.0, dtype)),
         )
+        # The weight moves before the bet is overwritten: on TensorFlow
+        # `bet_value` may still read the variable.
+        self.assign_add(
+            variable,
+            ops.multiply(ops.subtract(new_bet, bet_value), ops.cast(learning_rate, dtype)),
+        )
         self.assign(max_gradient, new_max)
         self.assign(norm_sum, new_norm_sum)
         self.assign(gradient_sum, new_gradient_sum)
         self.assign(reward, new_reward)
         self.assign(bet, new_bet)
-        self.assign_add(
-            variable,
-            ops.multiply(ops.subtract(new_bet, bet_value), ops.cast(learning_rate, dtype)),
-        )
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
