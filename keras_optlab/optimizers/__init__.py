@@ -6,6 +6,8 @@ from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.lazy_adam import LazyAdam
+from keras_optlab.optimizers.cocob import COCOB
+from keras_optlab.optimizers.novograd import NovoGrad
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.swa import SWA
@@ -25,6 +27,8 @@ __all__ = [
     "AdaBound",
     "ConditionalGradient",
     "LazyAdam",
+    "COCOB",
+    "NovoGrad",
     "OptimizerInfo",
     "ProximalAdagrad",
     "RAdam",

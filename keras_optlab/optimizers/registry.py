@@ -18,6 +18,8 @@ from keras_optlab import _registry, _validation
 from keras_optlab import search_space as space
 from keras_optlab.optimizers.adabelief import AdaBelief
 from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.cocob import COCOB
+from keras_optlab.optimizers.novograd import NovoGrad
 from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.lazy_adam import LazyAdam
@@ -481,6 +483,32 @@ for _info in (
         search_space={
             **_ADAM_SPACE,
             "epsilon": space.LogUniform(1e-16, 1e-8, default=1e-14),
+        },
+    ),
+    OptimizerInfo(
+        name="novograd",
+        factory=NovoGrad,
+        family="adaptive",
+        update_rule="v ← β₂v + (1−β₂)‖g‖² per variable (v₁ = ‖g₁‖²);  m ← β₁m + g / (√v + ε) + d θ;  θ ← θ − η m",
+        paper="Ginsburg et al., 'Stochastic Gradient Methods with Layer-wise Adaptive Moments for Training of Deep Networks', 2019, arXiv:1905.11286",
+        keras_builtin=False,
+        suggested_learning_rate=0.01,
+        search_space={
+            **_ADAM_SPACE,
+            "weight_decay": space.Uniform(0.0, 0.01, default=0.0),
+        },
+    ),
+    OptimizerInfo(
+        name="cocob",
+        factory=COCOB,
+        family="adaptive",
+        update_rule="L ← max(L, |g|);  G ← G + |g|;  Θ ← Θ − g;  R ← max(R − x g, 0);  x' = Θ (L + R) / (L max(G + L, αL));  θ ← θ + η (x' − x);  x ← x'",
+        paper="Orabona & Tommasi, 'Training Deep Networks without Learning Rates Through Coin Betting', NeurIPS 2017, arXiv:1705.07795",
+        keras_builtin=False,
+        suggested_learning_rate=1.0,
+        search_space={
+            "learning_rate": space.LogUniform(0.1, 3.0, default=1.0),
+            "alpha": space.LogUniform(10.0, 1000.0, default=100.0),
         },
     ),
 ):
