@@ -65,6 +65,25 @@ def radam_rho(beta_2: float, step):
     return rho_inf, rho_t
 
 
+def radam_rectifier(beta_2: float, step, threshold: float):
+    """RAdam's `(rectified, r_t)` for the float32 step `t`: whether
+    `rho_t >= threshold`, and the rectifier
+    `sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))`,
+    finite (and unused) below the threshold; 0 if `rho_inf <= 4`, where the
+    rectified step never happens."""
+    rho_inf, rho_t = radam_rho(beta_2, step)
+    rectified = ops.greater_equal(rho_t, threshold)
+    if rho_inf <= 4.0:
+        return rectified, ops.zeros_like(rho_t)
+    # Clamped so that the value not taken stays finite.
+    rho_safe = ops.maximum(rho_t, 4.0)
+    rectifier = ops.sqrt(
+        (rho_safe - 4.0) * (rho_safe - 2.0) * rho_inf
+        / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_safe)
+    )
+    return rectified, rectifier
+
+
 def update_moments(optimizer, momentum, velocity, gradient, beta_1, beta_2):
     """Adam's moving averages, in place: m += (1-b1)(g-m), v += (1-b2)(g^2-v)."""
     dtype = momentum.dtype

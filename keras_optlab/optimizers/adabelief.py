@@ -203,17 +203,7 @@ class AdaBelief(SteerableOptimizer):
             )
             return
 
-        rho_inf, rho_t = _numerics.radam_rho(self.beta_2, step)
-        rectified = ops.greater_equal(rho_t, self.threshold)
-        if rho_inf > 4.0:
-            # Clamped so that the branch not taken stays finite.
-            rho_safe = ops.maximum(rho_t, 4.0)
-            rectifier = ops.sqrt(
-                (rho_safe - 4.0) * (rho_safe - 2.0) * rho_inf
-                / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_safe)
-            )
-        else:
-            rectifier = ops.zeros_like(rho_t)
+        rectified, rectifier = _numerics.radam_rectifier(self.beta_2, step, self.threshold)
         plain_scale = learning_rate / correction_1 if self.degenerated_to_sgd else 0.0
         # Both regimes as one quotient, m * scale / (sqrt(s) * weight + shift):
         # rectified, (r_t * adaptive_scale, 1, eps'); below the threshold,

@@ -147,17 +147,7 @@ class RAdam(SteerableOptimizer):
         correction_1, correction_2 = _numerics.bias_corrections(
             self.beta_1, self.beta_2, step
         )
-        rho_inf, rho_t = _numerics.radam_rho(self.beta_2, step)
-        rectify = ops.greater_equal(rho_t, self.threshold)
-        if rho_inf > 4.0:
-            # Clamped so that the branch not taken stays finite.
-            rho_safe = ops.maximum(rho_t, 4.0)
-            rectifier = ops.sqrt(
-                (rho_safe - 4.0) * (rho_safe - 2.0) * rho_inf
-                / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_safe)
-            )
-        else:
-            rectifier = ops.zeros_like(rho_t)
+        rectify, rectifier = _numerics.radam_rectifier(self.beta_2, step, self.threshold)
 
         learning_rate = ops.cast(learning_rate, "float32")
         adaptive_scale = learning_rate * rectifier * ops.sqrt(correction_2) / correction_1
