@@ -1,6 +1,7 @@
 """Optimizers Keras lacks, and a registry of every optimizer by name."""
 
 from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.lookahead import Lookahead
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
@@ -16,6 +17,7 @@ from keras_optlab.optimizers.registry import (
 
 __all__ = [
     "AdaBound",
+    "Lookahead",
     "OptimizerInfo",
     "RAdam",
     "SWATS",
