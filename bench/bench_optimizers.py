@@ -60,6 +60,8 @@ PAIRS = [
     ("AMSBound", "keras Adam", None),
     ("AMSBound", "keras Adam(amsgrad=True)", 1.15),
     ("RAdam", "keras Adam", 1.15),
+    ("Lookahead(Adam)", "keras Adam", 1.35),
+    ("Ranger", "keras Adam", None),
 ]
 
 
@@ -92,6 +94,8 @@ def make_optimizers():
         "AdaBound": (optimizers.AdaBound(1e-3), None),
         "AMSBound": (optimizers.AdaBound(1e-3, amsbound=True), None),
         "RAdam": (optimizers.RAdam(1e-3), None),
+        "Lookahead(Adam)": (optimizers.Lookahead(keras.optimizers.Adam(1e-3)), None),
+        "Ranger": (optimizers.Lookahead(optimizers.RAdam(1e-3)), None),
     }
 
 

@@ -432,3 +432,16 @@ def test_inner_loss_scale_optimizer_built_or_wrapped_twice_is_refused():
         Lookahead(keras.optimizers.Adam(use_ema=True))
     with pytest.raises(TypeError, match="learning rate of `optimizer`"):
         Lookahead(keras.optimizers.Adam(), learning_rate=0.1)
+
+
+def test_slow_weights_start_at_the_weights_the_compiled_fit_starts_from():
+    # Keras may build the optimizer inside the first compiled step's trace.
+    model = small_model()
+    initial = weights_of(model)
+    model.compile(optimizer=Lookahead(keras.optimizers.SGD(0.01), sync_period=1000),
+                  loss="mse", jit_compile=JIT_COMPILE)
+    x, y = regression_data(n=32)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert not np.array_equal(weights_of(model)[0], initial[0])
+    for slow, weight in zip(model.optimizer._slow_weights, initial):
+        np.testing.assert_array_equal(np.array(slow), weight)

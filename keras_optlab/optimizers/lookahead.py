@@ -192,11 +192,16 @@ class Lookahead(SteerableOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._slow_weights = self.add_optimizer_variables(var_list, "slow")
-        for slow, variable in zip(self._slow_weights, var_list):
-            # A copy: on JAX the two would otherwise share one buffer, which
-            # the train step donates twice.
-            slow.assign(ops.copy(ops.convert_to_tensor(variable)))
+        # Created with the weights' values, not assigned them: on TensorFlow
+        # the first compiled step may build the optimizer inside its trace,
+        # where only an initializer runs once, before the step.
+        self._slow_weights = [
+            None if self._overwrite_variable_with_gradient(variable)
+            else self.add_variable_from_reference(
+                variable, name="slow", initializer=_copy_of(variable)
+            )
+            for variable in var_list
+        ]
         self.inner_optimizer.build(var_list)
 
     # --- the step ------------------------------------------------------------
@@ -215,7 +220,8 @@ class Lookahead(SteerableOptimizer):
             self._tf_distributed_sync(trainable_variables, sync)
         else:
             for variable in trainable_variables:
-                self._sync(variable, sync)
+                if self._slow_weights[self._get_variable_index(variable)] is not None:
+                    self._sync(variable, sync)
 
     def _sync(self, variable, sync, slow=None):
         """phi += s alpha (theta - phi); theta = phi where s, for one variable."""
@@ -277,6 +283,16 @@ class Lookahead(SteerableOptimizer):
             config["optimizer"], custom_objects=custom_objects
         )
         return cls(**config)
+
+
+def _copy_of(variable):
+    """An initializer returning a copy of `variable`'s value (a copy: on JAX
+    a shared buffer would be donated twice by the train step)."""
+
+    def initializer(shape, dtype=None):
+        return ops.copy(ops.cast(ops.convert_to_tensor(variable), dtype or variable.dtype))
+
+    return initializer
 
 
 def _check_inner(optimizer: Any) -> None:
