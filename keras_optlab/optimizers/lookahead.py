@@ -290,7 +290,16 @@ def _copy_of(variable):
     a shared buffer would be donated twice by the train step)."""
 
     def initializer(shape, dtype=None):
-        return ops.copy(ops.cast(ops.convert_to_tensor(variable), dtype or variable.dtype))
+        dtype = dtype or variable.dtype
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # Read eagerly, even when building inside a traced step: a
+            # constant initial value can be lifted out of the trace (under
+            # XLA a variable read cannot).
+            with tf.init_scope():
+                return tf.identity(tf.cast(variable.value, dtype))
+        return ops.copy(ops.cast(ops.convert_to_tensor(variable), dtype))
 
     return initializer
 
