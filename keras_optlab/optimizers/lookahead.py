@@ -58,7 +58,7 @@ class Lookahead(SteerableOptimizer):
     $\phi \leftarrow \phi + s_t \alpha (\theta_t - \phi)$ and
     $\theta_t \leftarrow \phi$ where $s_t = 1$ (an element-wise select),
     so each step reads and writes the slow weights once more than the
-    inner optimizer alone (a conditional measured 2.3 times slower under
+    inner optimizer alone (a conditional measured 2.2 times slower under
     XLA there). On JAX and PyTorch it sits behind a value-returning
     `ops.cond`, measured cheaper there: the steps between two
     synchronisations cost what the inner step costs (docs/benchmarks.md).
@@ -233,7 +233,7 @@ class Lookahead(SteerableOptimizer):
         Measured cheaper than the coefficients on JAX (the steps between two
         synchronisations then cost what the inner step costs), and in eager
         PyTorch, where it is a Python `if`; under TensorFlow's XLA it costs
-        2.3 times as much (docs/benchmarks.md).
+        2.2 times as much (docs/benchmarks.md).
         """
         slows = [self._slow_weights[self._get_variable_index(v)] for v in trainable_variables]
         thetas = [ops.convert_to_tensor(v) for v in trainable_variables]
