@@ -83,6 +83,8 @@ PAIRS = [
     ("NovoGrad", "keras SGD(momentum=0.9)", 1.15),
     ("NovoGrad", "keras Adam", None),
     ("COCOB", "keras Adam", 1.15),
+    ("Lookahead(Adam)", "keras Adam", 1.35),
+    ("Ranger", "keras Adam", None),
 ]
 
 
@@ -136,6 +138,8 @@ def make_optimizers():
         "AdaBelief(rectify=True)": (optimizers.AdaBelief(1e-3, rectify=True), None),
         "NovoGrad": (optimizers.NovoGrad(1e-3), None),
         "COCOB": (optimizers.COCOB(), None),
+        "Lookahead(Adam)": (optimizers.Lookahead(keras.optimizers.Adam(1e-3)), None),
+        "Ranger": (optimizers.Lookahead(optimizers.RAdam(1e-3)), None),
     }
 
 

@@ -2,12 +2,13 @@
 
 from keras_optlab.optimizers.adabelief import AdaBelief
 from keras_optlab.optimizers.adabound import AdaBound
-from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
-from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
-from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.cocob import COCOB
+from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
+from keras_optlab.optimizers.lazy_adam import LazyAdam
+from keras_optlab.optimizers.lookahead import Lookahead
 from keras_optlab.optimizers.novograd import NovoGrad
+from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.swa import SWA
@@ -25,9 +26,10 @@ from keras_optlab.optimizers.registry import (
 __all__ = [
     "AdaBelief",
     "AdaBound",
+    "COCOB",
     "ConditionalGradient",
     "LazyAdam",
-    "COCOB",
+    "Lookahead",
     "NovoGrad",
     "OptimizerInfo",
     "ProximalAdagrad",

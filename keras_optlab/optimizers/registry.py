@@ -23,6 +23,7 @@ from keras_optlab.optimizers.novograd import NovoGrad
 from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.lazy_adam import LazyAdam
+from keras_optlab.optimizers.lookahead import Lookahead
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.swa import swa_sgd
 from keras_optlab.optimizers.swats import SWATS
@@ -232,6 +233,96 @@ def adam_then_sgd(
         adam, sgd, switch_step=switch_step,
         second_learning_rate=second_learning_rate, **kwargs,
     )
+
+
+# Arguments of `keras.optimizers.Optimizer` that belong to the Lookahead
+# wrapper rather than to the optimizer it wraps.
+_LOOKAHEAD_OWN = ("use_ema", "ema_momentum", "ema_overwrite_frequency",
+                  "gradient_accumulation_steps", "loss_scale_factor", "name")
+
+
+def _split_lookahead_arguments(kwargs: dict) -> tuple[dict, dict]:
+    own = {key: kwargs.pop(key) for key in _LOOKAHEAD_OWN if key in kwargs}
+    return own, kwargs
+
+
+def lookahead(
+    learning_rate: Any = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    sync_period: int = 6,
+    slow_step_size: float = 0.5,
+    **kwargs: Any,
+) -> Lookahead:
+    """`Lookahead` around Adam.
+
+    Adam is computed with float32 coefficients (keras_optlab's `AdaBound`
+    with its bounds off, whose update is exactly Keras' `Adam` formula), so
+    that it also moves bfloat16 variables, which Keras' `Adam` does not.
+    For another inner optimizer, build `Lookahead(optimizer)` directly.
+
+    Args:
+        learning_rate: Adam's rate: a float >= 0, a schedule or a callable.
+            Defaults to `0.001`.
+        beta_1: Adam's first-moment decay, in [0, 1). Defaults to `0.9`.
+        beta_2: Adam's second-moment decay, in [0, 1). Defaults to `0.999`.
+        epsilon: Adam's epsilon, >= 0. Defaults to `1e-7`, as Keras' `Adam`.
+        sync_period: See `Lookahead`. Defaults to `6`.
+        slow_step_size: See `Lookahead`. Defaults to `0.5`.
+        **kwargs: `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
+            `gradient_accumulation_steps`, `loss_scale_factor` and `name`
+            go to the `Lookahead`; the others (`weight_decay`, clipping) to
+            Adam.
+    """
+    own, inner = _split_lookahead_arguments(kwargs)
+    adam = AdaBound(
+        learning_rate=learning_rate, final_lr=None, beta_1=beta_1,
+        beta_2=beta_2, epsilon=epsilon, name="adam", **inner,
+    )
+    return Lookahead(adam, sync_period=sync_period, slow_step_size=slow_step_size, **own)
+
+
+def ranger(
+    learning_rate: Any = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    sync_period: int = 6,
+    slow_step_size: float = 0.5,
+    **kwargs: Any,
+) -> Lookahead:
+    """Ranger: `Lookahead` around `RAdam` (Wright, 2019).
+
+    Args:
+        learning_rate: RAdam's rate: a float >= 0, a schedule or a callable.
+            Defaults to `0.001`.
+        beta_1: RAdam's first-moment decay, in [0, 1). Defaults to `0.9`.
+        beta_2: RAdam's second-moment decay, in [0, 1). Defaults to `0.999`.
+        epsilon: RAdam's epsilon, >= 0. Defaults to `1e-7`.
+        sync_period: See `Lookahead`. Defaults to `6`, as Ranger.
+        slow_step_size: See `Lookahead`. Defaults to `0.5`, as Ranger.
+        **kwargs: `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
+            `gradient_accumulation_steps`, `loss_scale_factor` and `name`
+            go to the `Lookahead`; the others (`threshold`,
+            `degenerated_to_sgd`, `weight_decay`, clipping) to `RAdam`.
+    """
+    own, inner = _split_lookahead_arguments(kwargs)
+    radam = RAdam(
+        learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+        epsilon=epsilon, **inner,
+    )
+    return Lookahead(radam, sync_period=sync_period, slow_step_size=slow_step_size, **own)
+
+
+_LOOKAHEAD_SPACE = {
+    "sync_period": space.IntUniform(2, 12, default=6),
+    "slow_step_size": space.Uniform(0.2, 1.0, default=0.5),
+}
+_ZHANG = (
+    "Zhang, Lucas, Hinton & Ba, 'Lookahead Optimizer: k steps forward, 1 step back', "
+    "NeurIPS 2019, arXiv:1907.08610"
+)
 
 
 _KINGMA = "Kingma & Ba, 'Adam: A Method for Stochastic Optimization', ICLR 2015, arXiv:1412.6980"
@@ -510,6 +601,31 @@ for _info in (
             "learning_rate": space.LogUniform(0.1, 3.0, default=1.0),
             "alpha": space.LogUniform(10.0, 1000.0, default=100.0),
         },
+    ),
+    OptimizerInfo(
+        name="lookahead",
+        factory=lookahead,
+        family="adaptive",
+        update_rule="θ ← Adam(θ, g) every step;  every k steps: φ ← φ + α(θ − φ), θ ← φ",
+        paper=_ZHANG,
+        keras_builtin=False,
+        suggested_learning_rate=0.002,
+        search_space={**_ADAM_SPACE, **_LOOKAHEAD_SPACE},
+    ),
+    OptimizerInfo(
+        name="ranger",
+        factory=ranger,
+        family="adaptive",
+        update_rule="θ ← RAdam(θ, g) every step;  every k steps: φ ← φ + α(θ − φ), θ ← φ",
+        paper=(
+            "Wright, 'New Deep Learning Optimizer, Ranger', 2019 (Lookahead around RAdam); "
+            + _ZHANG
+            + "; Liu et al., 'On the Variance of the Adaptive Learning Rate and Beyond', "
+            "ICLR 2020, arXiv:1908.03265"
+        ),
+        keras_builtin=False,
+        suggested_learning_rate=0.002,
+        search_space={**_ADAM_SPACE, **_LOOKAHEAD_SPACE},
     ),
 ):
     register(_info)

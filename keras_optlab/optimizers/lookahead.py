@@ -1,0 +1,368 @@
+"""Lookahead: k steps forward with any optimizer, one step back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_optlab import _validation
+from keras_optlab.optimizers.base import SteerableOptimizer
+
+# Base-class features that `Optimizer.apply` runs and the wrapper, which
+# calls the inner optimizer's update directly, does not: set on the inner
+# optimizer they would be skipped silently, so they are refused there (set
+# them on the Lookahead instead).
+_WRAPPER_ONLY = ("use_ema", "gradient_accumulation_steps", "loss_scale_factor")
+
+
+def _under_tf_strategy() -> bool:
+    """Whether a (non-default) `tf.distribute` strategy is in scope."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
+@keras.saving.register_keras_serializable(package="keras_optlab")
+class Lookahead(SteerableOptimizer):
+    r"""Lookahead (Zhang et al., 2019): k steps forward, one step back.
+
+    Wraps any optimizer (Keras' own, keras_optlab's `RAdam`,
+    `SwitchingOptimizer`, `SWATS`, ...), the *inner* or *fast* optimizer,
+    which updates the weights $\theta$ at every step. Lookahead keeps a
+    second copy of the weights, the *slow* weights $\phi$, equal to the
+    weights when the optimizer is built. Every $k$ steps the slow weights
+    move a fraction $\alpha$ of the way towards the fast ones, and the fast
+    weights restart from there:
+
+    $$
+    \begin{aligned}
+    \theta_t &= \mathrm{inner}(\theta_{t-1}, g_t;\ \eta_t)
+        \qquad t = 1, 2, \dots \\
+    \text{if } k \mid t: \quad
+    \phi &\leftarrow \phi + \alpha\,(\theta_t - \phi), \qquad
+    \theta_t \leftarrow \phi
+    \end{aligned}
+    $$
+
+    Symbols map to arguments: $k$ is `sync_period`, $\alpha$
+    `slow_step_size`, $\eta_t$ the inner optimizer's learning rate (times
+    this optimizer's `lr_scale`), $t$ the number of steps the inner
+    optimizer has taken.
+
+    **Cost.** On TensorFlow the synchronisation is arithmetic on a scalar
+    $s_t = [k \mid t]$, with no conditional:
+    $\phi \leftarrow \phi + s_t \alpha (\theta_t - \phi)$ and
+    $\theta_t \leftarrow \phi$ where $s_t = 1$ (an element-wise select),
+    so each step reads and writes the slow weights once more than the
+    inner optimizer alone (a conditional measured 2.2 times slower under
+    XLA there). On JAX and PyTorch it sits behind a value-returning
+    `ops.cond`, measured cheaper there: the steps between two
+    synchronisations cost what the inner step costs (docs/benchmarks.md).
+    Either way $\phi$ and $\theta$ are left exactly as they were on steps
+    where $s_t = 0$.
+
+    **Learning rate.** `learning_rate` is the inner optimizer's rate times
+    `lr_scale`; setting it sets the inner optimizer's (as for
+    `keras.optimizers.LossScaleOptimizer`), so Keras' own
+    `ReduceLROnPlateau` and `LearningRateScheduler` work as they do on the
+    inner optimizer, and `keras_optlab.callbacks.ReduceLROnPlateau` lowers
+    `lr_scale` even under a schedule. The inner optimizer's own
+    `learning_rate` reports, and everything it applies uses (its update, its
+    decoupled weight decay), the scaled rate. A schedule of the inner
+    optimizer runs on its own step count, which advances with every step.
+
+    **What applies where.** This optimizer's own `weight_decay`, clipping,
+    `use_ema`, `gradient_accumulation_steps` and `loss_scale_factor` apply
+    before the inner update (EMA after the synchronisation); the inner
+    optimizer's clipping and `weight_decay` apply as they would in its own
+    `apply`. Its `use_ema`, `gradient_accumulation_steps` and
+    `loss_scale_factor` are refused (set them on the Lookahead). Wrap the
+    Lookahead, not the inner optimizer, in
+    `keras.optimizers.LossScaleOptimizer`: a skipped step then leaves the
+    inner state, the slow weights and the step count untouched.
+
+    **Variables.** First this optimizer's own (`iteration`, `lr_scale`), then
+    one slow-weight slot per trained variable (same shape and dtype), then
+    the inner optimizer's variables; all are saved in `.keras` files and
+    carried in JAX's train state, so training resumed in the middle of a
+    synchronisation period continues exactly.
+
+    Departures: TensorFlow Addons' `Lookahead` creates the slow weights at
+    the first step from the weights of that moment; here they are created
+    when the optimizer is built (Keras builds it at the start of `fit`),
+    from the weights of that moment. The defaults are TensorFlow Addons':
+    $k = 6$, $\alpha = 0.5$ (the paper's experiments mostly use $k = 5$
+    or 10 and $\alpha = 0.5$ or 0.8).
+
+    Reference:
+        Michael R. Zhang, James Lucas, Geoffrey Hinton, Jimmy Ba.
+        "Lookahead Optimizer: k steps forward, 1 step back". NeurIPS 2019.
+        arXiv:1907.08610.
+
+    Example:
+
+    ```python
+    import keras
+    from keras_optlab.optimizers import Lookahead, RAdam
+
+    ranger = Lookahead(RAdam(1e-3), sync_period=6, slow_step_size=0.5)
+    model = keras.Sequential([keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=ranger, loss="sparse_categorical_crossentropy")
+    ```
+
+    Args:
+        optimizer: The inner (fast) `keras.optimizers.Optimizer`, not yet
+            built; not a `LossScaleOptimizer` (wrap that around the
+            Lookahead instead). Required (no default).
+        sync_period: $k$, the number of inner steps between two
+            synchronisations, an int >= 1 (1: every step). Defaults to `6`.
+        slow_step_size: $\alpha$, the fraction of the way the slow weights
+            move towards the fast ones, in (0, 1] (1: the inner optimizer
+            alone). Defaults to `0.5`.
+        name: Name of the optimizer. Defaults to `"lookahead"`.
+        **kwargs: Passed to `keras.optimizers.Optimizer`: `weight_decay`,
+            `clipnorm`, `clipvalue`, `global_clipnorm`, `use_ema`,
+            `ema_momentum`, `ema_overwrite_frequency`, `loss_scale_factor`,
+            `gradient_accumulation_steps`.
+    """
+
+    def __init__(
+        self,
+        optimizer: keras.optimizers.Optimizer,
+        sync_period: int = 6,
+        slow_step_size: float = 0.5,
+        name: str = "lookahead",
+        **kwargs: Any,
+    ) -> None:
+        _check_inner(optimizer)
+        sync_period = _validation.check_int("sync_period", sync_period, low=1)
+        slow_step_size = _validation.check_float(
+            "slow_step_size", slow_step_size, low=0.0, high=1.0, low_open=True
+        )
+        if "learning_rate" in kwargs:
+            raise TypeError(
+                "Lookahead applies the learning rate of `optimizer`: set it "
+                "there. Received: learning_rate="
+                f"{kwargs['learning_rate']!r}"
+            )
+        # The rate is a callable: the inner optimizer's own rate. The
+        # wrapper has no rate of its own to save.
+        super().__init__(learning_rate=self._inner_learning_rate, name=name, **kwargs)
+        self.inner_optimizer = optimizer
+        self.sync_period = sync_period
+        self.slow_step_size = slow_step_size
+        # Every place the inner optimizer reads its rate (its `learning_rate`,
+        # weight decay, PyTorch's fused updates) goes through
+        # `_get_current_learning_rate`: shadowing it on the instance makes
+        # them all see this optimizer's scaled rate. Set once, not around
+        # each step, because tf.distribute runs replicas in threads.
+        object.__setattr__(
+            optimizer, "_get_current_learning_rate", self._get_current_learning_rate
+        )
+
+    # --- delegation ----------------------------------------------------------
+
+    @property
+    def variables(self):
+        return self._variables[:] + self.inner_optimizer.variables
+
+    def _inner_learning_rate(self):
+        # The class's method: the instance attribute is the scaled rate.
+        inner = self.inner_optimizer
+        return ops.cast(type(inner)._get_current_learning_rate(inner), "float32")
+
+    @property
+    def learning_rate(self):
+        """The inner optimizer's rate times `lr_scale`."""
+        return self._get_current_learning_rate()
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        # Called once by the base constructor with the callable; afterwards
+        # a new rate is the inner optimizer's.
+        if getattr(self, "inner_optimizer", None) is None:
+            SteerableOptimizer.learning_rate.fset(self, learning_rate)
+        else:
+            self.inner_optimizer.learning_rate = learning_rate
+
+    # --- state ---------------------------------------------------------------
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        # Created with the weights' values, not assigned them: on TensorFlow
+        # the first compiled step may build the optimizer inside its trace,
+        # where only an initializer runs once, before the step.
+        self._slow_weights = [
+            None if self._overwrite_variable_with_gradient(variable)
+            else self.add_variable_from_reference(
+                variable, name="slow", initializer=_copy_of(variable)
+            )
+            for variable in var_list
+        ]
+        self.inner_optimizer.build(var_list)
+
+    # --- the step ------------------------------------------------------------
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        inner = self.inner_optimizer
+        trainable_variables = list(trainable_variables)
+        # What `inner.apply` would do, with the rate given here.
+        grads = inner._clip_gradients(grads)
+        inner._apply_weight_decay(trainable_variables)
+        inner._backend_update_step(grads, trainable_variables, learning_rate)
+        step = ops.convert_to_tensor(inner._iterations) + 1
+        inner._iterations.assign_add(1)
+        sync = ops.equal(ops.mod(step, self.sync_period), 0)
+        if _under_tf_strategy():
+            self._tf_distributed_sync(trainable_variables, sync)
+        elif keras.backend.backend() == "tensorflow":
+            for variable in trainable_variables:
+                self._sync(variable, sync)
+        else:
+            self._sync_when(trainable_variables, sync)
+
+    def _sync_when(self, trainable_variables, sync):
+        """The synchronisation behind a value-returning conditional.
+
+        Measured cheaper than the coefficients on JAX (the steps between two
+        synchronisations then cost what the inner step costs), and in eager
+        PyTorch, where it is a Python `if`; under TensorFlow's XLA it costs
+        2.2 times as much (docs/benchmarks.md).
+        """
+        slows = [self._slow_weights[self._get_variable_index(v)] for v in trainable_variables]
+        thetas = [ops.convert_to_tensor(v) for v in trainable_variables]
+        phis = [ops.convert_to_tensor(slow) for slow in slows]
+
+        def synchronised():
+            new = [
+                ops.add(phi, ops.multiply(ops.subtract(theta, phi),
+                                          ops.cast(self.slow_step_size, theta.dtype)))
+                for theta, phi in zip(thetas, phis)
+            ]
+            return new, new
+
+        new_phis, new_thetas = ops.cond(sync, synchronised, lambda: (phis, thetas))
+        for slow, value in zip(slows, new_phis):
+            self.assign(slow, value)
+        for variable, value in zip(trainable_variables, new_thetas):
+            self.assign(variable, value)
+
+    def _sync(self, variable, sync, slow=None):
+        """phi += s alpha (theta - phi); theta = phi where s, for one variable."""
+        if slow is None:
+            slow = self._slow_weights[self._get_variable_index(variable)]
+        dtype = variable.dtype
+        theta = ops.convert_to_tensor(variable)
+        phi = ops.convert_to_tensor(slow)
+        # float32 coefficient: s * alpha, 0 off the synchronisation steps.
+        step_size = ops.cast(ops.where(sync, self.slow_step_size, 0.0), dtype)
+        new_phi = ops.add(phi, ops.multiply(ops.subtract(theta, phi), step_size))
+        self.assign(slow, new_phi)
+        self.assign(variable, ops.where(sync, new_phi, theta))
+
+    def _tf_distributed_sync(self, trainable_variables, sync):
+        """The synchronisation under a `tf.distribute` strategy.
+
+        Mirrored variables are written in cross-replica context, one
+        component per device, as Keras' own updates are.
+        """
+        import tensorflow as tf
+
+        tf_variables = [variable.value for variable in trainable_variables]
+        slows = [
+            self._slow_weights[self._get_variable_index(variable)]
+            for variable in trainable_variables
+        ]
+
+        def cross_replica_sync(distribution, tf_variables, sync):
+            for tf_variable, slow in zip(tf_variables, slows):
+                distribution.extended.update(
+                    tf_variable,
+                    lambda component, sync, slow=slow: self._sync(component, sync, slow),
+                    args=(sync,),
+                    group=False,
+                )
+
+        tf.__internal__.distribute.interim.maybe_merge_call(
+            cross_replica_sync, self._distribution_strategy, tf_variables, sync
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("learning_rate", None)
+        config.update(
+            {
+                "optimizer": keras.saving.serialize_keras_object(self.inner_optimizer),
+                "sync_period": self.sync_period,
+                "slow_step_size": self.slow_step_size,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config.pop("learning_rate", None)
+        config["optimizer"] = keras.saving.deserialize_keras_object(
+            config["optimizer"], custom_objects=custom_objects
+        )
+        return cls(**config)
+
+
+def _copy_of(variable):
+    """An initializer returning a copy of `variable`'s value (a copy: on JAX
+    a shared buffer would be donated twice by the train step)."""
+
+    def initializer(shape, dtype=None):
+        dtype = dtype or variable.dtype
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # Read eagerly, even when building inside a traced step: a
+            # constant initial value can be lifted out of the trace (under
+            # XLA a variable read cannot).
+            with tf.init_scope():
+                return tf.identity(tf.cast(variable.value, dtype))
+        return ops.copy(ops.cast(ops.convert_to_tensor(variable), dtype))
+
+    return initializer
+
+
+def _check_inner(optimizer: Any) -> None:
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        raise TypeError(
+            "Argument `optimizer` must be a keras.optimizers.Optimizer instance. "
+            f"Received: optimizer={optimizer!r}"
+        )
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        raise ValueError(
+            "Argument `optimizer` must not be a LossScaleOptimizer: wrap the "
+            "Lookahead in it instead. "
+            f"Received: optimizer={optimizer!r}"
+        )
+    if optimizer.built:
+        raise ValueError(
+            "Argument `optimizer` must be an optimizer that is not built yet: "
+            f"it is already built on {len(optimizer._trainable_variables)} "
+            "variables and holds state for them. Lookahead builds it on the "
+            "variables it trains; pass a fresh one. "
+            f"Received: optimizer={optimizer.name!r}"
+        )
+    if "_get_current_learning_rate" in vars(optimizer):
+        raise ValueError(
+            "Argument `optimizer` is already wrapped by another Lookahead or "
+            f"a Steered; pass a fresh one. Received: optimizer={optimizer.name!r}"
+        )
+    for attribute in _WRAPPER_ONLY:
+        if getattr(optimizer, attribute, None):
+            raise ValueError(
+                f"Argument `optimizer` must not set `{attribute}`: set it on the "
+                "Lookahead, which applies it around the inner optimizer. "
+                f"Received: optimizer.{attribute}={getattr(optimizer, attribute)!r}"
+            )
