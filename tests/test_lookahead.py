@@ -445,3 +445,25 @@ def test_slow_weights_start_at_the_weights_the_compiled_fit_starts_from():
     assert not np.array_equal(weights_of(model)[0], initial[0])
     for slow, weight in zip(model.optimizer._slow_weights, initial):
         np.testing.assert_array_equal(np.array(slow), weight)
+
+
+@pytest.mark.parametrize("sync_period", [5, 10])
+@pytest.mark.parametrize("slow_step_size", [0.3, 0.7])
+def test_tensorflow_addons_exact_ratio(sync_period, slow_step_size):
+    """TensorFlow Addons' published property: after exactly one sync period
+    of Adam on fixed gradients, `Lookahead("adam")` sits at
+    start + alpha * (Adam alone - start), to 1e-6."""
+    rng = np.random.default_rng(2019)
+    start = rng.random((2,)).astype("float32")
+    gradient = rng.standard_normal((2,)).astype("float32")
+
+    def run(optimizer):
+        variable = keras.Variable(start)
+        for _ in range(sync_period):
+            apply_once(optimizer, [keras.ops.convert_to_tensor(gradient)], [variable])
+        return np.array(variable, dtype=np.float64)
+
+    fast = run(keras.optimizers.Adam())
+    slow = run(Lookahead("adam", sync_period=sync_period, slow_step_size=slow_step_size))
+    assert np.all(np.abs(fast - start) > 1e-4)  # Adam really moved
+    np.testing.assert_allclose(slow, start + slow_step_size * (fast - start), rtol=1e-6, atol=1e-6)

@@ -117,7 +117,9 @@ class Lookahead(SteerableOptimizer):
     Args:
         optimizer: The inner (fast) `keras.optimizers.Optimizer`, not yet
             built; not a `LossScaleOptimizer` (wrap that around the
-            Lookahead instead). Required (no default).
+            Lookahead instead). A string is a registry name
+            (`keras_optlab.optimizers.get`), as in TensorFlow Addons'
+            `Lookahead("adam")`. Required (no default).
         sync_period: $k$, the number of inner steps between two
             synchronisations, an int >= 1 (1: every step). Defaults to `6`.
         slow_step_size: $\alpha$, the fraction of the way the slow weights
@@ -138,6 +140,11 @@ class Lookahead(SteerableOptimizer):
         name: str = "lookahead",
         **kwargs: Any,
     ) -> None:
+        if isinstance(optimizer, str):
+            # A registry name or Keras string, as TensorFlow Addons accepted.
+            from keras_optlab.optimizers import registry
+
+            optimizer = registry.get(optimizer)
         _check_inner(optimizer)
         sync_period = _validation.check_int("sync_period", sync_period, low=1)
         slow_step_size = _validation.check_float(
