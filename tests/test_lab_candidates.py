@@ -25,6 +25,9 @@ from keras_optlab.schedules import StepDecay
         (" nag + one_cycle ", "nag", "one_cycle", (), "nag+one_cycle"),
         ("adam_then_sgd", "adam_then_sgd", None, (), "adam_then_sgd"),
         ("swats", "swats", None, (), "swats"),
+        # TensorFlow Addons' class names are aliases of the textbook names.
+        ("LazyAdam+plateau", "lazy_adam", None, ("plateau",), "lazy_adam+plateau"),
+        ("rectifiedadam", "radam", None, (), "radam"),
     ],
 )
 def test_good_candidates_parse_to_their_canonical_name(text, optimizer, schedule, callbacks, name):

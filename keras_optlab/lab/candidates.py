@@ -187,7 +187,13 @@ def parse_candidate(text: str) -> Candidate:
             f"Candidate {text!r} has an empty part; write optimizer[+schedule][+callback], "
             "such as adam+step or adam+plateau."
         )
-    optimizers = _optimizer_registry().list_optimizers()
+    registry = _optimizer_registry()
+    optimizers = registry.list_optimizers()
+    if parts[0] not in optimizers:
+        try:  # an alias, such as TensorFlow Addons' `lazyadam`
+            parts[0] = registry.info(parts[0]).name
+        except ValueError:
+            pass
     if parts[0] not in optimizers:
         raise UsageError(
             f"Unknown candidate {text!r}: {parts[0]!r} is not an optimizer. "
