@@ -410,9 +410,12 @@ def test_registry_bad_lookahead_arguments(name):
         optimizers.get(name, slow_step_size=2)
 
 
-def test_optimizer_must_be_an_optimizer_instance():
-    with pytest.raises(TypeError, match=r"Argument `optimizer` must be a keras.optimizers.Optimizer instance. Received: optimizer='adam'"):
-        Lookahead("adam")
+def test_optimizer_must_be_an_optimizer_instance_or_a_registry_name():
+    with pytest.raises(TypeError, match=r"Argument `optimizer` must be a keras.optimizers.Optimizer instance. Received: optimizer=0.5"):
+        Lookahead(0.5)
+    with pytest.raises(ValueError, match="Unknown optimizer name 'adamx'"):
+        Lookahead("adamx")
+    assert type(Lookahead("nag").inner_optimizer) is keras.optimizers.SGD
     with pytest.raises(TypeError, match="Received: optimizer=<class"):
         Lookahead(keras.optimizers.Adam)
 
