@@ -415,7 +415,7 @@ def test_optimizer_must_be_an_optimizer_instance_or_a_registry_name():
         Lookahead(0.5)
     with pytest.raises(ValueError, match="Unknown optimizer name 'adamx'"):
         Lookahead("adamx")
-    assert type(Lookahead("nag").inner_optimizer) is keras.optimizers.SGD
+    assert isinstance(Lookahead("nag").inner_optimizer, keras.optimizers.SGD)
     with pytest.raises(TypeError, match="Received: optimizer=<class"):
         Lookahead(keras.optimizers.Adam)
 

@@ -101,7 +101,7 @@ def test_aliases_resolve_to_their_entry_and_are_not_listed():
     # Keras' own optimizer strings accept an alias too.
     assert type(keras.optimizers.get("rectifiedadam")).__name__ == "RAdam"
     # Keras' own names are left to Keras.
-    assert type(keras.optimizers.get("adamw")) is keras.optimizers.AdamW
+    assert isinstance(keras.optimizers.get("adamw"), keras.optimizers.AdamW)
 
 
 def test_an_alias_cannot_take_a_registered_name():
