@@ -84,6 +84,38 @@ def radam_rectifier(beta_2: float, step, threshold: float):
     return rectified, rectifier
 
 
+def _matrix_shape(size: int) -> tuple[int, int] | None:
+    """`(rows, columns)` with `rows * columns == size` and the columns as
+    close to 1024 as a divisor allows (from 64 up), or `None`."""
+    for columns in range(min(1024, size // 2), 63, -1):
+        if size % columns == 0:
+            return size // columns, columns
+    return None
+
+
+def squared_norm(x):
+    """`sum(x**2)` over all elements of `x`, in float32.
+
+    XLA:CPU as built into TensorFlow (2.21) sums one element at a time: 20
+    arrays of 500,000 floats took 19 ms to reduce where updating them took
+    3.3 ms, and `dot(x, x)` about 12 ms. A matrix-vector product goes to a
+    vectorised kernel: the squares viewed as a (rows, columns) matrix times
+    a vector of ones, then the short sum, took 4.9 ms with the update. That
+    form is used when the size has a divisor between 64 and 1024; otherwise
+    (and for small arrays) the plain sum. JAX's XLA:CPU reduces fast either
+    way; the matrix form is not slower there.
+    """
+    x = ops.cast(x, "float32")
+    size = 1
+    for dimension in x.shape:
+        size *= int(dimension)
+    shape = _matrix_shape(size) if size >= 65536 else None
+    if shape is None:
+        return ops.sum(ops.square(x))
+    squares = ops.reshape(ops.square(x), shape)
+    return ops.sum(ops.matmul(squares, ops.ones((shape[1], 1), "float32")))
+
+
 def update_moments(optimizer, momentum, velocity, gradient, beta_1, beta_2):
     """Adam's moving averages, in place: m += (1-b1)(g-m), v += (1-b2)(g^2-v)."""
     dtype = momentum.dtype

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_optlab import _validation
+from keras_optlab.optimizers import _numerics
 from keras_optlab.optimizers.base import SteerableOptimizer
 
 
@@ -170,7 +171,7 @@ class NovoGrad(SteerableOptimizer):
         momentum = self._momentums[index]
         velocity = self._velocities[index]
 
-        squared_norm = ops.sum(ops.square(ops.cast(gradient, "float32")))
+        squared_norm = _numerics.squared_norm(gradient)
         first = ops.equal(self.iterations, 0)
         self.assign(
             velocity,
