@@ -368,8 +368,8 @@ class SWATS(SteerableOptimizer):
             # Adam's step p_k is minus the step just subtracted.
             adam_step = ops.cast(_lineage.step(row, m_new, v_new, gradient, guard_zero), "float32")
             return (
-                ops.sum(ops.square(adam_step)),
-                ops.negative(ops.sum(adam_step * ops.cast(gradient, "float32"))),
+                _numerics.squared_norm(adam_step),
+                ops.negative(_numerics.sum_of_products(adam_step, gradient)),
             )
 
         square, dot = _lineage.sums_when(ops.logical_not(in_sgd), projections, 2)
