@@ -14,7 +14,8 @@ bench/results.json through `make bench`.
 
 Goals: `SwitchingOptimizer(Adam, SGD(momentum))` at most 1.10 times Keras
 `Adam` in both phases, SWATS at most 1.15 in both, other optimizers at most
-1.15 against the Keras method they extend. Rows without a goal are there to
+1.15 against the Keras method they extend, `Lookahead(Adam)` at most 1.35
+(one more array per step). Rows without a goal are there to
 be read: the switch after the switch against Keras `SGD(momentum)` (which
 keeps one slot where the switch keeps two), and the branch that pairs
 outside the fused update's table still take (`fused=False` here).
