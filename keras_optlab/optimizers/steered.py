@@ -10,8 +10,51 @@ from keras import ops
 from keras_optlab.optimizers.base import SteerableOptimizer
 
 
+class InnerDelegation:
+    """What a wrapper whose `inner_optimizer` does the work delegates to it:
+    the variables (the wrapper's own first, then the inner ones), the step
+    count, the learning rate (the inner rate times the wrapper's
+    `lr_scale`; a rate set later is the inner optimizer's) and loss scaling.
+    Mixed in before `SteerableOptimizer` by `Steered` and `SWA`."""
+
+    @property
+    def variables(self):
+        return self._variables[:] + self.inner_optimizer.variables
+
+    @property
+    def iterations(self):
+        return self.inner_optimizer.iterations
+
+    def _inner_rate(self):
+        # The class's method, not the instance's: the instance attribute is
+        # the scaled rate (see `__init__`).
+        inner = self.inner_optimizer
+        return type(inner)._get_current_learning_rate(inner)
+
+    def _get_current_learning_rate(self):
+        return ops.multiply(
+            ops.cast(self._inner_rate(), "float32"), ops.convert_to_tensor(self.lr_scale)
+        )
+
+    @property
+    def learning_rate(self):
+        return self._get_current_learning_rate()
+
+    @learning_rate.setter
+    def learning_rate(self, learning_rate):
+        # Called once by the base constructor (own, unused rate); afterwards
+        # a new rate is the inner optimizer's, as in LossScaleOptimizer.
+        if getattr(self, "inner_optimizer", None) is None:
+            SteerableOptimizer.learning_rate.fset(self, learning_rate)
+        else:
+            self.inner_optimizer.learning_rate = learning_rate
+
+    def scale_loss(self, loss):
+        return self.inner_optimizer.scale_loss(loss)
+
+
 @keras.saving.register_keras_serializable(package="keras_optlab")
-class Steered(SteerableOptimizer):
+class Steered(InnerDelegation, SteerableOptimizer):
     r"""Wraps any Keras optimizer so that its learning rate carries a scale.
 
     The wrapped (inner) optimizer does all the work, with its own learning
@@ -100,46 +143,11 @@ class Steered(SteerableOptimizer):
         self.inner_optimizer.build(var_list)
         super().build(var_list)
 
-    @property
-    def variables(self):
-        return self._variables[:] + self.inner_optimizer.variables
-
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
-
-    def _inner_rate(self):
-        # The class's method, not the instance's: the instance attribute is
-        # the scaled rate (see `__init__`).
-        inner = self.inner_optimizer
-        return type(inner)._get_current_learning_rate(inner)
-
-    def _get_current_learning_rate(self):
-        return ops.multiply(
-            ops.cast(self._inner_rate(), "float32"), ops.convert_to_tensor(self.lr_scale)
-        )
-
-    @property
-    def learning_rate(self):
-        return self._get_current_learning_rate()
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        # Called once by the base constructor (own, unused rate); afterwards
-        # a new rate is the inner optimizer's, as in LossScaleOptimizer.
-        if getattr(self, "inner_optimizer", None) is None:
-            SteerableOptimizer.learning_rate.fset(self, learning_rate)
-        else:
-            self.inner_optimizer.learning_rate = learning_rate
-
     def apply(self, grads, trainable_variables=None):
         if not self.built:
             self.build(list(trainable_variables))
             self.built = True
         self.inner_optimizer.apply(grads, trainable_variables)
-
-    def scale_loss(self, loss):
-        return self.inner_optimizer.scale_loss(loss)
 
     def finalize_variable_values(self, var_list):
         self.inner_optimizer.finalize_variable_values(var_list)

@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_optlab import _validation
 from keras_optlab.optimizers.base import SteerableOptimizer
+from keras_optlab.optimizers.steered import InnerDelegation
 
 # Base-class features that the inner optimizer would apply at the wrong
 # moments for averaging (EMA swaps in its own average at the end; gradient
@@ -19,7 +20,7 @@ _REFUSED_ON_INNER = ("use_ema", "gradient_accumulation_steps")
 
 
 @keras.saving.register_keras_serializable(package="keras_optlab")
-class SWA(SteerableOptimizer):
+class SWA(InnerDelegation, SteerableOptimizer):
     r"""Stochastic weight averaging: keeps the average of the weights taken
     every `average_period` steps of any optimizer.
 
@@ -169,42 +170,7 @@ class SWA(SteerableOptimizer):
             optimizer, "_get_current_learning_rate", self._get_current_learning_rate
         )
 
-    # --- delegation to the inner optimizer ------------------------------------
-
-    @property
-    def variables(self):
-        return self._variables[:] + self.inner_optimizer.variables
-
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
-
-    def _inner_rate(self):
-        inner = self.inner_optimizer
-        return type(inner)._get_current_learning_rate(inner)
-
-    def _get_current_learning_rate(self):
-        return ops.multiply(
-            ops.cast(self._inner_rate(), "float32"), ops.convert_to_tensor(self.lr_scale)
-        )
-
-    @property
-    def learning_rate(self):
-        return self._get_current_learning_rate()
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        # Called once by the base constructor (own, unused rate); afterwards
-        # a new rate is the inner optimizer's.
-        if getattr(self, "inner_optimizer", None) is None:
-            SteerableOptimizer.learning_rate.fset(self, learning_rate)
-        else:
-            self.inner_optimizer.learning_rate = learning_rate
-
-    def scale_loss(self, loss):
-        return self.inner_optimizer.scale_loss(loss)
-
-    # --- building and stepping -------------------------------------------------
+    # --- building and stepping (the rest is delegated: see InnerDelegation) ---
 
     def build(self, var_list):
         if self.built:
