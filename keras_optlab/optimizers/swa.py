@@ -43,11 +43,11 @@ class SWA(InnerDelegation, SteerableOptimizer):
     averages are the optimizer variables named `average`. Both are saved in
     `.keras` files and carried in JAX's train state, so a model saved in
     the middle of a window resumes exactly. The snapshot is a select on the
-    scalar $c_t$, not a conditional: every step reads and writes each
-    average once (one more array read and written per variable and step
-    than the inner optimizer; see docs/benchmarks.md for why a conditional
-    would cost more under XLA). Averages of float16 and bfloat16 variables
-    are kept in float32.
+    scalar $c_t$, not a conditional. Under XLA a select on a scalar costs
+    nothing where it keeps the old value: a step between snapshots costs
+    what the inner step costs, and a snapshot step one more array read and
+    written per variable (docs/benchmarks.md). Averages of float16 and
+    bfloat16 variables are kept in float32.
 
     **Using the average.** Call `optimizer.assign_average_vars(
     model.trainable_variables)` after training (TensorFlow Addons' method),
