@@ -1,5 +1,12 @@
 """Running one of two stateful branches inside a compiled step.
 
+Two forms. `select_updates` runs both branches as data flow and keeps one
+result with element-wise selects on the scalar predicate: under XLA a loop
+whose select keeps the old value, in place, does no work, so each step
+costs about what the taken branch costs, with no conditional. It needs the
+branches to read their own variables through the selected values, which
+its scope arranges. `cond_with_updates` is the conditional:
+
 A value-returning `ops.cond` runs only the branch it takes (XLA conditional,
 `jax.lax.cond`, a Python `if` in eager PyTorch), so an optimizer that holds
 two methods pays for one per step. TensorFlow and PyTorch accept branches that
@@ -54,3 +61,76 @@ def cond_with_updates(
     new_values = ops.cond(predicate, stateless(true_fn), stateless(false_fn))
     for variable, value in zip(touched, new_values):
         variable.assign(value)
+
+
+class _SelectingScope(keras.StatelessScope):
+    """A stateless scope whose writes to `owned` variables are kept only
+    where `take` holds: `where(take, new, old)` is stored at once, so that
+    later reads in the branch see the selected value (which is the value
+    the step writes). Writes to other variables are stored as they are."""
+
+    def __init__(self, take, owned_ids, original, state_mapping):
+        super().__init__(state_mapping=state_mapping)
+        self._take = take
+        self._owned_ids = owned_ids
+        self._original = original
+
+    def add_update(self, update):
+        variable, value = update
+        key = id(variable)
+        if key in self._owned_ids:
+            value = ops.where(self._take, value, self._original[key])
+        self.state_mapping[key] = value
+
+
+def select_updates(
+    predicate,
+    true_fn: Callable[[], None],
+    false_fn: Callable[[], None],
+    true_owned: Sequence[keras.Variable],
+    false_owned: Sequence[keras.Variable],
+    shared: Sequence[keras.Variable],
+) -> None:
+    """Both functions as data flow; what the step keeps is `true_fn`'s where
+    `predicate` holds, else `false_fn`'s.
+
+    Args:
+        predicate: A scalar boolean tensor.
+        true_fn, false_fn: Functions of no argument that change variables
+            through `assign`, `assign_add` or `assign_sub` and return nothing.
+        true_owned, false_owned: The variables only `true_fn` (resp.
+            `false_fn`) writes, such as an optimizer's slots and step count.
+            A write is selected at once, so that a later read in the same
+            branch reads the old value in the other phase. Reading the
+            selected value, not the branch's own, keeps every buffer read by
+            one loop only, so XLA updates donated buffers in place without
+            copying them.
+        shared: The variables both may write or read (the trained weights):
+            each branch starts from their current value, and the two
+            results meet in one select at the end.
+    """
+    owned = [list(true_owned), list(false_owned)]
+    shared = list(shared)
+    everything = owned[0] + owned[1] + shared
+    # Read in the enclosing context (the traced train state on JAX).
+    original = {id(variable): variable.value for variable in everything}
+    mapping = [(variable, original[id(variable)]) for variable in everything]
+    results = []
+    for function, take, own in (
+        (true_fn, predicate, owned[0]),
+        (false_fn, ops.logical_not(predicate), owned[1]),
+    ):
+        with _SelectingScope(take, {id(v) for v in own}, original, mapping) as scope:
+            function()
+        results.append(scope)
+    for variables, scope in ((owned[0], results[0]), (owned[1], results[1])):
+        for variable in variables:
+            value = scope.get_current_value(variable)
+            if value is not original[id(variable)]:
+                variable.assign(value)
+    for variable in shared:
+        key = id(variable)
+        values = [scope.get_current_value(variable) for scope in results]
+        if values[0] is original[key] and values[1] is original[key]:
+            continue
+        variable.assign(ops.where(predicate, values[0], values[1]))

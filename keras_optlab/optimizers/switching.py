@@ -75,10 +75,14 @@ class SwitchingOptimizer(SteerableOptimizer):
     element-wise update whose per-step scalar coefficients the phase
     selects (`fused=True`, chosen automatically): one kernel per variable,
     the same arrays read and written before and after the switch, no
-    branch. For any other pair, or with `fused=False`, a value-returning
-    `ops.cond` runs the active optimizer's own update. Both give the same
-    weights, to float32 rounding; the fused update is the fast one under
-    XLA, where a conditional copies the state passing through it (see
+    branch. For any other pair, or with `fused=False`, each optimizer runs
+    its own update: on JAX both run as data flow and element-wise selects
+    on the phase keep the active one's results (XLA skips a select's loop
+    where it keeps the old value, so a step costs what the active
+    optimizer's step costs); on TensorFlow and PyTorch a value-returning
+    `ops.cond` runs the active one only. Both forms give the same weights,
+    to float32 rounding; under TensorFlow's XLA the conditional costs
+    several steps, as it copies the state passing through it (see
     docs/benchmarks.md).
 
     At step $t$ (0-based `iterations`), with phase $\phi_t$ and learning-rate
@@ -323,8 +327,12 @@ class SwitchingOptimizer(SteerableOptimizer):
             self.add_optimizer_variables(var_list, "second_moment") if "v" in slots else None
         )
 
-    def _phase_step(self, inner, grads, variables, learning_rate, measure):
-        """`inner`'s update with the given rate; only assigns variables."""
+    def _phase_step(self, inner, grads, variables, learning_rate, measure, when=None):
+        """`inner`'s update with the given rate; only assigns variables.
+
+        `when` (a scalar boolean or `None`): where the estimate's sums are
+        needed, when the step runs as data flow (`_phases.select_updates`).
+        """
         grads = inner._clip_gradients(grads)
         if inner.weight_decay:
             for variable in variables:
@@ -337,17 +345,26 @@ class SwitchingOptimizer(SteerableOptimizer):
         inner._backend_update_step(grads, variables, learning_rate)
         inner._iterations.assign_add(1)
         if measure:
-            self._update_estimate(grads, variables, before, learning_rate)
+            self._update_estimate(grads, variables, before, when)
 
-    def _update_estimate(self, grads, variables, before, learning_rate):
-        """The branch path's estimate: sums from the change of `variables`."""
-        step_square = ops.zeros((), "float32")
-        gradient_square = ops.zeros((), "float32")
-        for grad, variable, old in zip(grads, variables, before):
-            change = ops.cast(ops.convert_to_tensor(variable), "float32") - ops.cast(old, "float32")
-            step_square = step_square + ops.sum(ops.square(change))
-            gradient_square = gradient_square + ops.sum(ops.square(ops.cast(grad, "float32")))
-        self._record_estimate(step_square, gradient_square)
+    def _update_estimate(self, grads, variables, before, when=None):
+        """The branch path's estimate: sums from the change of `variables`
+        (taken only where `when` holds, if given)."""
+        after = [ops.convert_to_tensor(variable) for variable in variables]
+
+        def sums():
+            step_square = ops.zeros((), "float32")
+            gradient_square = ops.zeros((), "float32")
+            for grad, new, old in zip(grads, after, before):
+                change = ops.cast(new, "float32") - ops.cast(old, "float32")
+                step_square = step_square + ops.sum(ops.square(change))
+                gradient_square = gradient_square + ops.sum(ops.square(ops.cast(grad, "float32")))
+            return step_square, gradient_square
+
+        if when is None:
+            self._record_estimate(*sums())
+        else:
+            self._record_estimate(*_lineage.sums_when(when, sums, 2))
 
     def _record_estimate(self, step_square, gradient_square, measured=None):
         """Folds this step's ratio |step| / (s |g|) into the estimate.
@@ -438,7 +455,7 @@ class SwitchingOptimizer(SteerableOptimizer):
                 if measure:
                     # All replicas hold the same reduced gradients.
                     local = [distribution.experimental_local_results(g)[0] for g in grads]
-                    self._update_estimate(local, trainable_variables, before, None)
+                    self._update_estimate(local, trainable_variables, before)
 
             ops.cond(
                 ops.equal(ops.convert_to_tensor(self.phase), 0),
@@ -471,19 +488,36 @@ class SwitchingOptimizer(SteerableOptimizer):
             self.phase.assign(ops.where(due, 1, phase))
 
     def _branch_step(self, grads, trainable_variables, learning_rate, phase):
-        """Runs the active phase's own optimizer behind a conditional."""
+        """Runs the active phase's own optimizer: on JAX both as data flow
+        kept by selects (`_phases.select_updates`), elsewhere behind a
+        conditional (a Python `if` in eager PyTorch)."""
         measure = self.second_learning_rate == "estimate"
         if _under_tf_strategy():
             self._tf_distributed_step(grads, trainable_variables, learning_rate, measure)
             return
+        in_first = ops.equal(phase, 0)
+        estimate_state = [self.step_ratio_average, self.estimated_learning_rate] if measure else []
+        if keras.backend.backend() == "jax":
+            _phases.select_updates(
+                in_first,
+                lambda: self._phase_step(
+                    self.first, grads, trainable_variables, learning_rate, measure, in_first
+                ),
+                lambda: self._phase_step(
+                    self.second, grads, trainable_variables, learning_rate, False
+                ),
+                true_owned=self.first.variables + estimate_state,
+                false_owned=self.second.variables,
+                # lr_scale is only read; on JAX a branch sees only these.
+                shared=trainable_variables + [self.lr_scale],
+            )
+            return
         touched = trainable_variables + self.first.variables + self.second.variables
         if measure:
             # lr_scale is only read, but on JAX a branch sees only these.
-            touched += [
-                self.step_ratio_average, self.estimated_learning_rate, self.lr_scale
-            ]
+            touched += estimate_state + [self.lr_scale]
         _phases.cond_with_updates(
-            ops.equal(phase, 0),
+            in_first,
             lambda: self._phase_step(
                 self.first, grads, trainable_variables, learning_rate, measure
             ),
