@@ -149,3 +149,77 @@ def test_fused_second_phase_starts_from_empty_slots():
     np.testing.assert_allclose(np.array(variable), before - 0.01 * gradient, rtol=1e-6)
     # The slot holds Keras' velocity, -lr * g.
     np.testing.assert_allclose(np.array(optimizer._first_moments[0]), -0.01 * gradient, rtol=1e-6)
+
+
+def _embedding_data_and_model():
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 50, size=(96, 4)).astype("int32")
+    y = rng.normal(size=(96, 1)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((4,), dtype="int32"),
+            keras.layers.Embedding(50, 6),
+            keras.layers.Flatten(),
+            keras.layers.Dense(1),
+        ]
+    )
+    return x, y, model
+
+
+UNCOVERED = {
+    # Pairs outside the coefficient table, so the branch runs them: as data
+    # flow with selects on TensorFlow and JAX, behind a conditional on
+    # PyTorch, and on TensorFlow for an embedding's sparse gradients and for
+    # Nadam (which replaces Keras' loop over the variables).
+    "adamax_then_adagrad": lambda: (K.Adamax(0.01), K.Adagrad(0.05)),
+    "nadam_then_adagrad": lambda: (K.Nadam(0.01), K.Adagrad(0.05)),
+    "radam_then_momentum": lambda: (optimizers.RAdam(0.01), K.SGD(0.01, momentum=0.9)),
+    "embedding_adagrad_then_momentum": lambda: (K.Adagrad(0.05), K.SGD(0.01, momentum=0.9)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNCOVERED))
+def test_branch_gives_each_optimizer_alone_and_leaves_the_idle_one_as_it_was(name):
+    """Against Keras itself: the same model trained by `first` alone, then
+    recompiled with a fresh `second`. While one optimizer runs, the other's
+    variables keep their values exactly."""
+    def data_and_model():
+        if name.startswith("embedding"):
+            return _embedding_data_and_model()
+        x, y = regression_data(n=96)
+        return x, y, small_model()
+
+    switch = 36  # 12 steps an epoch: three epochs of each
+    x, y, reference = data_and_model()
+    first, second = UNCOVERED[name]()
+    reference.compile(optimizer=first, loss="mse", jit_compile=JIT_COMPILE)
+    reference.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    first_state = [np.array(v) for v in first.variables]
+    reference.compile(optimizer=second, loss="mse", jit_compile=JIT_COMPILE)
+    reference.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    second_state = [np.array(v) for v in second.variables]
+
+    x, y, model = data_and_model()
+    first, second = UNCOVERED[name]()
+    optimizer = SwitchingOptimizer(first, second, switch_step=switch)
+    assert not optimizer.fused
+    model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
+    optimizer.build(model.trainable_variables)
+    built = [np.array(v) for v in second.variables]
+    model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    # Up to the switch the second optimizer keeps the state it was built with.
+    assert int(np.array(optimizer.phase)) == 1
+    for variable, expected in zip(second.variables, built):
+        np.testing.assert_array_equal(np.array(variable), expected)
+    at_switch = [np.array(v) for v in first.variables]
+    for actual, expected in zip(at_switch, first_state):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    for actual, expected in zip(weights_of(model), weights_of(reference)):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+    # After it, the first optimizer's state is exactly what it was at the switch.
+    for variable, expected in zip(first.variables, at_switch):
+        np.testing.assert_array_equal(np.array(variable), expected)
+    for variable, expected in zip(second.variables, second_state):
+        np.testing.assert_allclose(np.array(variable), expected, rtol=1e-5, atol=1e-6)

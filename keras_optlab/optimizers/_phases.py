@@ -18,6 +18,7 @@ the cond. Both branches then return values for the same list of variables.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import keras
@@ -134,3 +135,43 @@ def select_updates(
         if values[0] is original[key] and values[1] is original[key]:
             continue
         variable.assign(ops.where(predicate, values[0], values[1]))
+
+
+def _plain_assign(variable, value):
+    variable.assign(value)
+
+
+def _plain_assign_add(variable, value):
+    variable.assign_add(value)
+
+
+def _plain_assign_sub(variable, value):
+    variable.assign_sub(value)
+
+
+@contextlib.contextmanager
+def plain_assignments(optimizer):
+    """Within, `optimizer.assign`, `assign_add` and `assign_sub` call the
+    Keras variable's own method, which a stateless scope records, and
+    `optimizer._get_variable_index` finds a Keras variable by identity.
+
+    Keras' TensorFlow optimizers write the `tf.Variable` under a Keras
+    variable directly, past any scope (as Keras' base class does not), and
+    find a variable's slots through that `tf.Variable`, which a stateless
+    scope hides. Instance attributes, set and removed past the trackers'
+    `__setattr__`.
+    """
+    indices = {id(variable): i for i, variable in enumerate(optimizer._trainable_variables)}
+    replaced = {
+        "assign": _plain_assign,
+        "assign_add": _plain_assign_add,
+        "assign_sub": _plain_assign_sub,
+        "_get_variable_index": lambda variable: indices[id(variable)],
+    }
+    for name, function in replaced.items():
+        object.__setattr__(optimizer, name, function)
+    try:
+        yield
+    finally:
+        for name in replaced:
+            object.__delattr__(optimizer, name)

@@ -330,8 +330,10 @@ class SwitchingOptimizer(SteerableOptimizer):
     def _phase_step(self, inner, grads, variables, learning_rate, measure, when=None):
         """`inner`'s update with the given rate; only assigns variables.
 
-        `when` (a scalar boolean or `None`): where the estimate's sums are
-        needed, when the step runs as data flow (`_phases.select_updates`).
+        `when` is `None` behind a conditional; when the step runs as data
+        flow (`_phases.select_updates`) it is the scalar boolean saying
+        whether this phase is active, and the estimate's sums are taken
+        only where it holds.
         """
         grads = inner._clip_gradients(grads)
         if inner.weight_decay:
@@ -342,7 +344,14 @@ class SwitchingOptimizer(SteerableOptimizer):
         if measure:
             # Copies: PyTorch's fused optimizers update tensors in place.
             before = [ops.copy(ops.convert_to_tensor(v)) for v in variables]
-        inner._backend_update_step(grads, variables, learning_rate)
+        if when is not None and keras.backend.backend() == "tensorflow":
+            # Keras' per-variable steps, writing through the Keras variables
+            # into the scope of `_phases.select_updates`.
+            with _phases.plain_assignments(inner):
+                for grad, variable in zip(grads, variables):
+                    inner.update_step(grad, variable, learning_rate)
+        else:
+            inner._backend_update_step(grads, variables, learning_rate)
         inner._iterations.assign_add(1)
         if measure:
             self._update_estimate(grads, variables, before, when)
@@ -487,24 +496,44 @@ class SwitchingOptimizer(SteerableOptimizer):
             due = ops.greater_equal(iteration + 1, self.switch_step)
             self.phase.assign(ops.where(due, 1, phase))
 
+    def _selectable(self, grads) -> bool:
+        """Whether the branch can run as data flow with selects: on JAX
+        always; on TensorFlow when no gradient is sparse (optimizers write
+        those with scatters) and neither optimizer replaces Keras' loop over
+        the variables; never on PyTorch, where a Python `if` is cheaper."""
+        backend = keras.backend.backend()
+        if backend == "jax":
+            return True
+        if backend != "tensorflow":
+            return False
+        import tensorflow as tf
+
+        if any(isinstance(grad, tf.IndexedSlices) for grad in grads):
+            return False
+        keras_loop = keras.optimizers.Optimizer._backend_update_step
+        return all(
+            type(inner)._backend_update_step is keras_loop for inner in (self.first, self.second)
+        )
+
     def _branch_step(self, grads, trainable_variables, learning_rate, phase):
-        """Runs the active phase's own optimizer: on JAX both as data flow
-        kept by selects (`_phases.select_updates`), elsewhere behind a
-        conditional (a Python `if` in eager PyTorch)."""
+        """Runs the active phase's own optimizer: both as data flow kept by
+        selects (`_phases.select_updates`) where `_selectable`, else behind
+        a conditional (a Python `if` in eager PyTorch)."""
         measure = self.second_learning_rate == "estimate"
         if _under_tf_strategy():
             self._tf_distributed_step(grads, trainable_variables, learning_rate, measure)
             return
         in_first = ops.equal(phase, 0)
         estimate_state = [self.step_ratio_average, self.estimated_learning_rate] if measure else []
-        if keras.backend.backend() == "jax":
+        if self._selectable(grads):
             _phases.select_updates(
                 in_first,
                 lambda: self._phase_step(
                     self.first, grads, trainable_variables, learning_rate, measure, in_first
                 ),
                 lambda: self._phase_step(
-                    self.second, grads, trainable_variables, learning_rate, False
+                    self.second, grads, trainable_variables, learning_rate, False,
+                    ops.logical_not(in_first),
                 ),
                 true_owned=self.first.variables + estimate_state,
                 false_owned=self.second.variables,
