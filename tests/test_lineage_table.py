@@ -70,3 +70,33 @@ def test_documented_row_reproduces_keras(method):
     # The methods differ on this problem, so a wrong row could not pass.
     other = "adam" if method != "adam" else "momentum"
     assert np.max(np.abs(_table_trajectory(other, theta0, gradient, 60) - expected)) > 1e-2
+
+
+def test_an_idle_row_neither_reads_nor_writes_v():
+    """After a switch to SGD with momentum (a row with `v_idle`), v is left
+    exactly as it was and is not read: a NaN left in it does not reach the
+    weights, where a multiplication by a zero coefficient would spread it."""
+    from keras import ops
+
+    from keras_optlab.optimizers import _lineage
+
+    theta = np.array([1.0, -2.0, 0.5], "float32")
+    m = np.array([0.1, 0.2, -0.3], "float32")
+    v = np.array([np.nan, 4.0, 1e30], "float32")
+    g = np.array([0.3, -0.1, 0.2], "float32")
+    momentum = _lineage.Row(b1=MU, c1=-ETA, k1=-1.0, v_idle=True)
+    adam = _lineage.Row(c1=1 - BETA_1, d1=1.0, c2=1 - BETA_2, d2=1.0, a=1.0, f=EPSILON, k1=ETA)
+    for in_sgd, expect_v in ((True, v), (False, None)):
+        row = _lineage.select(ops.convert_to_tensor(in_sgd), momentum, adam)
+        new_theta, new_m, new_v = (
+            np.array(ops.convert_to_numpy(x))
+            for x in _lineage.update(row, *(ops.convert_to_tensor(a) for a in (theta, m, v, g)))
+        )
+        if expect_v is not None:
+            velocity = MU * m - ETA * g
+            np.testing.assert_array_equal(new_v, v)
+            np.testing.assert_allclose(new_m, velocity, rtol=1e-6)
+            np.testing.assert_allclose(new_theta, theta + velocity, rtol=1e-6)
+        else:
+            # Adam's row reads v: the NaN reaches the first weight.
+            assert np.isnan(new_theta[0]) and np.all(np.isfinite(new_theta[1:]))

@@ -44,6 +44,12 @@ before and after a switch, and nothing branches. Coefficients that are the
 same Python number in both rows stay Python numbers, and `update` leaves out
 the terms they make trivial (no $v$ term for two SGD variants, no
 $\sqrt{\cdot}$ when no row divides).
+
+A row that keeps no $v$ (SGD and its momentum variants) marks it `v_idle`.
+Where the selected row is idle, `update` neither reads nor writes $v$: a
+select on the scalar keeps $v$ and puts 0 where $v$ would be read. Under XLA
+a select on a scalar costs nothing where it keeps the old value, so after a
+switch from Adam to SGD the step touches only what SGD touches.
 """
 
 from __future__ import annotations
@@ -56,7 +62,9 @@ from keras import ops
 
 from keras_optlab.optimizers import _numerics
 
-_FIELDS = ("b1", "c1", "d1", "am", "em", "b2", "c2", "d2", "a", "e", "f", "k1", "k2")
+_FIELDS = (
+    "b1", "c1", "d1", "am", "em", "b2", "c2", "d2", "a", "e", "f", "k1", "k2", "v_idle",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +89,9 @@ class Row:
     f: Any = 0.0
     k1: Any = 0.0
     k2: Any = 0.0
+    # Whether the method keeps no v (b2 = 1, c2 = d2 = a = am = 0): a
+    # Python bool, or a scalar boolean tensor once rows are selected.
+    v_idle: Any = False
 
     def restarted(self, fresh, slots: frozenset[str]) -> "Row":
         """This row, but reading `slots` as zeros where `fresh` is true."""
@@ -101,6 +112,8 @@ def choose(condition, when_true, when_false):
     numbers, so that `update` can leave out the term."""
     if _is_number(when_true) and _is_number(when_false) and when_true == when_false:
         return when_true
+    if isinstance(when_true, bool) and isinstance(when_false, bool):
+        return condition if when_true else ops.logical_not(condition)
     return ops.where(condition, when_true, when_false)
 
 
@@ -169,11 +182,12 @@ class Method:
         if self.kind == "sgd":
             momentum = float(optimizer.momentum)
             if momentum == 0.0:
-                return Row(k2=rate)
+                return Row(k2=rate, v_idle=True)
             return Row(
                 b1=momentum, c1=-rate,
                 k1=-momentum if optimizer.nesterov else -1.0,
                 k2=rate if optimizer.nesterov else 0.0,
+                v_idle=True,
             )
         if self.kind == "rmsprop":
             rho, epsilon = float(optimizer.rho), float(optimizer.epsilon)
@@ -292,14 +306,28 @@ def _root(v, a, e, dtype):
 
 def moments(row: Row, m, v, gradient):
     """The new `(m, v)` (`None` for a slot no row keeps)."""
+    m, v, _ = _moments(row, m, v, gradient)
+    return m, v
+
+
+def _moments(row: Row, m, v, gradient):
+    """The new `(m, v)`, and the `v` the rest of the step reads: the new
+    one, or 0 where the selected row is idle (`Row.v_idle`), which leaves
+    `v` as it was."""
     dtype = gradient.dtype
+    read = None
     if v is not None:
-        v = _moment(v, ops.square(gradient), row.b2, row.c2, row.d2, dtype)
+        computed = _moment(v, ops.square(gradient), row.b2, row.c2, row.d2, dtype)
+        if _is_number(row.v_idle):
+            v = read = computed
+        else:
+            read = ops.where(row.v_idle, ops.zeros((), dtype), computed)
+            v = ops.where(row.v_idle, v, computed)
     if m is not None:
         m = _moment(
-            m, gradient, row.b1, row.c1, row.d1, dtype, _root(v, row.am, row.em, dtype)
+            m, gradient, row.b1, row.c1, row.d1, dtype, _root(read, row.am, row.em, dtype)
         )
-    return m, v
+    return m, v, read
 
 
 def step(row: Row, m, v, gradient, guard_zero: bool = False):
@@ -337,10 +365,10 @@ def update(row: Row, theta, m, v, gradient, decay=None, guard_zero=False):
         guard_zero: See `step`.
     """
     dtype = theta.dtype
-    m, v = moments(row, m, v, gradient)
+    m, v, read = _moments(row, m, v, gradient)
     if decay is not None:
         theta = ops.subtract(theta, ops.multiply(theta, ops.cast(decay, dtype)))
-    taken = step(row, m, v, gradient, guard_zero)
+    taken = step(row, m, read, gradient, guard_zero)
     if taken is not None:
         theta = ops.subtract(theta, taken)
     return theta, m, v

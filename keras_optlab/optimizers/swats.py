@@ -312,6 +312,7 @@ class SWATS(SteerableOptimizer):
         sgd = _lineage.Row(
             b1=self.beta_1, c1=1.0,
             k1=ops.cast((1.0 - self.beta_1) * sgd_rate * ratio, dtype),
+            v_idle=True,
         ).restarted(first_sgd_step, frozenset({"m"}))
         return in_sgd, first_sgd_step, _lineage.select(
             in_sgd, sgd, self._adam.row(learning_rate, dtype)
