@@ -321,8 +321,10 @@ def _moments(row: Row, m, v, gradient):
         if _is_number(row.v_idle):
             v = read = computed
         else:
-            read = ops.where(row.v_idle, ops.zeros((), dtype), computed)
             v = ops.where(row.v_idle, v, computed)
+            # Read from the selected value, so that only the loop writing v
+            # reads the old one (else XLA copies a donated v).
+            read = ops.where(row.v_idle, ops.zeros((), dtype), v)
     if m is not None:
         m = _moment(
             m, gradient, row.b1, row.c1, row.d1, dtype, _root(read, row.am, row.em, dtype)
