@@ -27,6 +27,13 @@ Keras programs on this 2-core CPU; see docs/benchmarks.md):
   the state is donated: an Adam update of 10M parameters took 8.6 ms, and
   40.6 ms inside `lax.cond`. The fused update has no conditional around the
   state; its three loop fusions per variable are those of Keras' Adam.
+- A select on a scalar, written back to the array it keeps, costs nothing
+  on the steps where it keeps it: Lookahead's synchronisation, SWA's
+  snapshot, the second moment after a switch to SGD, and the branch for
+  pairs outside the table (both optimizers traced, selects keep the active
+  one's results) all cost what the step without them costs. Later reads
+  must go through the selected value, or XLA copies the donated input
+  (reading the computed v as well took the fused switch to 2.1x Adam).
 - XLA:CPU does not fuse a reduction into an element-wise loop (no
   multi-output fusion), so each sum over all elements is a pass of its own
   over the arrays; a value used by both keeps a whole temporary. SWATS'

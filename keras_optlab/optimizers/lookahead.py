@@ -59,9 +59,10 @@ class Lookahead(SteerableOptimizer):
     $\theta_t \leftarrow \phi$ where $s_t = 1$, each left as it is where
     $s_t = 0$. A select on a scalar is measured free on the steps where it
     keeps the old value: the steps between two synchronisations cost what
-    the inner step costs (1.03 times Keras' Adam on TensorFlow, 0.97 on JAX;
-    the same arithmetic with $s_t \alpha$ as a 0/1-scaled coefficient cost
-    1.23, and a conditional 2.2 to 3 times on TensorFlow; docs/benchmarks.md).
+    the inner step costs (`Lookahead(Adam)` 1.03 to 1.09 times Keras' Adam
+    on TensorFlow, 0.97 to 1.14 on JAX; the same arithmetic with
+    $s_t \alpha$ as a 0/1 coefficient cost 1.23 to 1.31 on TensorFlow, and
+    a conditional 2.2 to 3 times there; docs/benchmarks.md).
     On PyTorch, which runs eagerly, it is a Python `if` (`ops.cond`).
 
     **Learning rate.** `learning_rate` is the inner optimizer's rate times

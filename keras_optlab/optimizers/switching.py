@@ -76,14 +76,15 @@ class SwitchingOptimizer(SteerableOptimizer):
     selects (`fused=True`, chosen automatically): one kernel per variable,
     the same arrays read and written before and after the switch, no
     branch. For any other pair, or with `fused=False`, each optimizer runs
-    its own update: on JAX both run as data flow and element-wise selects
-    on the phase keep the active one's results (XLA skips a select's loop
-    where it keeps the old value, so a step costs what the active
-    optimizer's step costs); on TensorFlow and PyTorch a value-returning
-    `ops.cond` runs the active one only. Both forms give the same weights,
-    to float32 rounding; under TensorFlow's XLA the conditional costs
-    several steps, as it copies the state passing through it (see
-    docs/benchmarks.md).
+    its own update: on JAX, and on TensorFlow unless a gradient is sparse
+    or an optimizer replaces Keras' loop over the variables (`Nadam`), both
+    run as data flow and element-wise selects on the phase keep the active
+    one's results (XLA skips a select's loop where it keeps the old value,
+    so a step costs what the active optimizer's step costs); otherwise, and
+    on PyTorch, a value-returning `ops.cond` runs the active one only. All
+    forms give the same weights, to float32 rounding; under TensorFlow's
+    XLA the conditional costs several steps, as it copies the state passing
+    through it (see docs/benchmarks.md).
 
     At step $t$ (0-based `iterations`), with phase $\phi_t$ and learning-rate
     scale $s$ (`lr_scale`):
@@ -154,7 +155,8 @@ class SwitchingOptimizer(SteerableOptimizer):
       `first_moment`). At the first step of phase 1 the slots `second`
       keeps are emptied and then hold `second`'s state in the same roles
       (SGD's velocity in `first_moment`); a slot `second` does not keep
-      (Adam's $v$ after a switch to SGD) keeps its last value, unused.
+      (Adam's $v$ after a switch to SGD) keeps its last value and is
+      neither read nor written (a select on the phase).
     - branch: all of `first`'s variables, then all of `second`'s.
 
     Departures: switching by hand in Keras means recompiling with a new
