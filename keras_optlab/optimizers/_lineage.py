@@ -305,15 +305,9 @@ def _root(v, a, e, dtype):
 
 
 def moments(row: Row, m, v, gradient):
-    """The new `(m, v)` (`None` for a slot no row keeps)."""
-    m, v, _ = _moments(row, m, v, gradient)
-    return m, v
-
-
-def _moments(row: Row, m, v, gradient):
-    """The new `(m, v)`, and the `v` the rest of the step reads: the new
-    one, or 0 where the selected row is idle (`Row.v_idle`), which leaves
-    `v` as it was."""
+    """The new `(m, v)` (`None` for a slot no row keeps), and the `v` the
+    rest of the step reads: the new one, or 0 where the selected row is
+    idle (`Row.v_idle`), which leaves `v` as it was."""
     dtype = gradient.dtype
     read = None
     if v is not None:
@@ -367,7 +361,7 @@ def update(row: Row, theta, m, v, gradient, decay=None, guard_zero=False):
         guard_zero: See `step`.
     """
     dtype = theta.dtype
-    m, v, read = _moments(row, m, v, gradient)
+    m, v, read = moments(row, m, v, gradient)
     if decay is not None:
         theta = ops.subtract(theta, ops.multiply(theta, ops.cast(decay, dtype)))
     taken = step(row, m, read, gradient, guard_zero)
