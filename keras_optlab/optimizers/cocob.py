@@ -157,7 +157,13 @@ class COCOB(SteerableOptimizer):
         new_max = ops.maximum(max_gradient, magnitude)
         new_norm_sum = ops.add(norm_sum, magnitude)
         new_gradient_sum = ops.add(gradient_sum, gradient)
-        new_reward = ops.maximum(ops.add(reward, ops.multiply(bet_value, gradient)), 0.0)
+        # max(., 0) written as a select: with `maximum`, XLA fuses the new
+        # reward into the loop that computes the bet, which then reads the
+        # old reward as well, so the donated reward slot is copied at every
+        # step (10M parameters, JAX: 4.25x Keras Adam, 3.38x as a select).
+        # `t < 0` is false for NaN, which passes through as with `maximum`.
+        unclipped = ops.add(reward, ops.multiply(bet_value, gradient))
+        new_reward = ops.where(ops.less(unclipped, 0.0), ops.zeros_like(unclipped), unclipped)
 
         # L = 0 only where every gradient so far was 0, so that G, Theta and
         # Reward are 0 too: with L raised to the dtype's smallest normal
