@@ -33,6 +33,7 @@ SECTIONS = ("optimizer.apply", "train step", "optlab compare")
 def child(repetitions: int) -> None:
     sys.path[:0] = [str(HERE), str(HERE.parent)]
     import bench_compare
+    import bench_copies
     import bench_optimizers
     import bench_traces
     import bench_train_step
@@ -52,6 +53,7 @@ def child(repetitions: int) -> None:
             "pairs": bench_compare.PAIRS,
         },
         "traces": bench_traces.run_backend(),
+        "copies": bench_copies.run_backend(),
     }
     print("RESULT " + json.dumps(result))
 
@@ -103,6 +105,7 @@ def summarise(raw: dict) -> dict:
             },
         }
     summary["traces"] = raw["traces"]
+    summary["copies"] = raw["copies"]
     return summary
 
 
@@ -135,6 +138,18 @@ def print_table(results: dict) -> None:
             entry = results["backends"][backend]["traces"][run]
             print(f"{backend:12}{run:10}{entry['traces']:8d}"
                   f"{entry['compile_s']:11.2f}{entry['epoch_s']:9.3f}")
+    print("\nfull-size copies per variable in the compiled optimizer.apply "
+          "(each one costs a pass over the slot; cases with none are left out)")
+    copied = [
+        case for case in results["backends"][backends[0]]["copies"]
+        if any(results["backends"][b]["copies"][case] for b in backends)
+    ]
+    print(f"{'case':64}" + "".join(f"{b:>14}" for b in backends))
+    for case in copied:
+        print(f"{case:64}" + "".join(
+            f"{results['backends'][b]['copies'][case]:14.1f}" for b in backends))
+    if not copied:
+        print("(none)")
     print("\n* misses the goal; see docs/benchmarks.md")
 
 
