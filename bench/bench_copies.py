@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import sys
 
-from bench_optimizers import SIZE, make_optimizers
+from bench_optimizers import SIZE, jax_update, make_optimizers
 
 VARIABLES = 2
 
@@ -38,13 +38,7 @@ def _hlo_text(optimizer, variables, gradients) -> str:
     if keras.backend.backend() == "jax":
         import jax
 
-        def apply(optimizer_values, trainable_values, gradients):
-            new_trainable, new_optimizer = optimizer.stateless_apply(
-                optimizer_values, gradients, trainable_values
-            )
-            return new_optimizer, new_trainable
-
-        jitted = jax.jit(apply, donate_argnums=(0, 1))
+        jitted = jax.jit(jax_update(optimizer), donate_argnums=(0, 1))
         lowered = jitted.lower(
             [v.value for v in optimizer.variables], [v.value for v in variables], gradients
         )

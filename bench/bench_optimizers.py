@@ -179,6 +179,21 @@ def _case_names(chosen: str, known) -> list[str]:
     return names
 
 
+def jax_update(optimizer):
+    """`update(optimizer_values, trainable_values, gradients)`, returning the
+    new optimizer values and the new trainable values: the optimizer's
+    `stateless_apply` in the order that `jax.jit(update, donate_argnums=(0, 1))`
+    donates, as the trainer donates its state."""
+
+    def update(optimizer_values, trainable_values, gradients):
+        new_trainable, new_optimizer = optimizer.stateless_apply(
+            optimizer_values, gradients, trainable_values
+        )
+        return new_optimizer, new_trainable
+
+    return update
+
+
 def run_backend(repetitions: int, warmup: int) -> dict[str, list[float]]:
     import keras
     import numpy as np
@@ -227,11 +242,10 @@ def run_backend(repetitions: int, warmup: int) -> dict[str, list[float]]:
                 "trainable": [v.value for v in variables],
             }
 
-            def apply(optimizer_values, trainable_values, optimizer=optimizer, grads=grads):
-                new_trainable, new_optimizer = optimizer.stateless_apply(
-                    optimizer_values, grads, trainable_values
-                )
-                return new_optimizer, new_trainable
+            def apply(
+                optimizer_values, trainable_values, update=jax_update(optimizer), grads=grads
+            ):
+                return update(optimizer_values, trainable_values, grads)
 
             jitted = jax.jit(apply, donate_argnums=(0, 1))
 
