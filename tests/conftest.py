@@ -76,6 +76,20 @@ def optimizer_state(optimizer):
     return [np.array(v) for v in optimizer.variables]
 
 
+def training_state(model):
+    """The model's weights and its optimizer's variables, as NumPy arrays."""
+    return weights_of(model), optimizer_state(model.optimizer)
+
+
+def restore_training_state(model, state):
+    """Puts back what `training_state` took: a compiled model is reused for
+    another case without compiling again (its optimizer must be built)."""
+    weights, optimizer_values = state
+    model.set_weights(weights)
+    for variable, value in zip(model.optimizer.variables, optimizer_values):
+        variable.assign(value)
+
+
 def apply_once(optimizer, grads, variables):
     """`optimizer.apply`; on JAX through `stateless_apply`, as the trainer
     does (Keras' LossScaleOptimizer.apply runs a cond with stateful branches,
@@ -94,14 +108,65 @@ def apply_once(optimizer, grads, variables):
         variable.assign(value)
 
 
+def compiled_apply(optimizer, variables):
+    """`step(gradients)`: `optimizer.apply(gradients, variables)` compiled
+    once by the backend's compiler and run at each call, as `fit` runs it:
+    XLA (`tf.function(jit_compile=True)`) on TensorFlow, `jax.jit` of
+    `stateless_apply` on JAX, eagerly on PyTorch. After each call the Keras
+    variables (the model's and the optimizer's) hold the new values, as
+    after `optimizer.apply`.
+
+    An eager step costs 4-20 ms on TensorFlow and 3-80 ms on JAX (SWATS);
+    compiled, it is a compilation of 0.1-0.6 s and then about 0.1 ms."""
+    variables = list(variables)
+    if not optimizer.built:
+        optimizer.build(variables)
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(jit_compile=True, reduce_retracing=True)(
+            lambda grads: optimizer.apply(grads, variables)
+        )
+
+        def step(gradients):
+            compiled([tf.convert_to_tensor(g) for g in gradients])
+
+        return step
+    if BACKEND == "jax":
+        import jax
+
+        @jax.jit
+        def compiled(optimizer_values, values, grads):
+            return optimizer.stateless_apply(optimizer_values, grads, values)
+
+        def step(gradients):
+            grads = [keras.ops.convert_to_tensor(g) for g in gradients]
+            values, state = compiled(
+                [v.value for v in optimizer.variables], [v.value for v in variables], grads
+            )
+            for variable, value in zip(variables, values):
+                variable.assign(value)
+            for variable, value in zip(optimizer.variables, state):
+                variable.assign(value)
+
+        return step
+
+    def step(gradients):
+        optimizer.apply([keras.ops.convert_to_tensor(g) for g in gradients], variables)
+
+    return step
+
+
 def apply_trajectory(optimizer, theta, gradient_fn, steps):
-    """Applies `optimizer` for `steps` steps to one variable starting at
-    `theta`, the gradient given by the NumPy function `gradient_fn` of the
-    current value; returns the values after each step, in float64."""
+    """Applies `optimizer` for `steps` compiled steps (`compiled_apply`) to
+    one variable starting at `theta`, the gradient given by the NumPy
+    function `gradient_fn` of the current value; returns the values after
+    each step, in float64."""
     variable = keras.Variable(theta.astype("float32"))
+    step = compiled_apply(optimizer, [variable])
     trajectory = []
     for _ in range(steps):
         g = gradient_fn(np.array(variable).astype(np.float64)).astype("float32")
-        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
+        step([g])
         trajectory.append(np.array(variable).astype(np.float64))
     return np.array(trajectory)
