@@ -16,7 +16,9 @@ from conftest import BACKEND, optimizer_state, regression_data, small_model, wei
 from keras_optlab import optimizers
 
 OUR_NAMES = optimizers.list_optimizers(keras_builtin=False)
-STEPS_PER_EPOCH, EPOCHS = 4, 3
+# 12 steps: in one epoch where the epochs do not matter (an epoch of `fit`
+# costs about 0.1 s on TensorFlow), in three where callbacks act per epoch.
+STEPS, EPOCHS = 12, 3
 
 
 @contextlib.contextmanager
@@ -40,8 +42,8 @@ def two_devices():
             keras.distribution.set_distribution(None)
 
 
-def train(name, distributed, callbacks=(), make_optimizer=None):
-    x, y = regression_data(n=16 * STEPS_PER_EPOCH)
+def train(name, distributed, callbacks=(), make_optimizer=None, epochs=1):
+    x, y = regression_data(n=16 * STEPS // epochs)
     context = two_devices() if distributed else contextlib.nullcontext()
     with context:
         model = small_model()
@@ -56,7 +58,7 @@ def train(name, distributed, callbacks=(), make_optimizer=None):
             loss="mse",
             jit_compile=False if BACKEND == "tensorflow" else True,
         )
-        model.fit(x, y, batch_size=16, epochs=EPOCHS, shuffle=False, verbose=0,
+        model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0,
                   callbacks=list(callbacks))
         if distributed and BACKEND == "jax":
             # The data really was split: the batch dimension is sharded.
@@ -128,8 +130,9 @@ def test_swats_switches_at_the_same_step(criterion):
             criterion=criterion,
         )
 
-    single = train("swats", distributed=False, make_optimizer=make_optimizer)
-    double = train("swats", distributed=True, make_optimizer=make_optimizer)
+    # The data of three epochs of 4 steps, on which the criterion fires.
+    single = train("swats", distributed=False, make_optimizer=make_optimizer, epochs=EPOCHS)
+    double = train("swats", distributed=True, make_optimizer=make_optimizer, epochs=EPOCHS)
     phase = np.array(single.optimizer.phase)
     assert np.any(phase == 1), "the criterion never fired: the test would prove nothing"
     np.testing.assert_array_equal(np.array(double.optimizer.phase), phase)
@@ -151,9 +154,9 @@ def test_every_callback_gives_the_same_training():
         return optimizers.get("adam_then_sgd", learning_rate=0.01)
 
     single = train("adam_then_sgd", distributed=False, make_optimizer=make_optimizer,
-                   callbacks=steering())
+                   callbacks=steering(), epochs=EPOCHS)
     double = train("adam_then_sgd", distributed=True, make_optimizer=make_optimizer,
-                   callbacks=steering())
+                   callbacks=steering(), epochs=EPOCHS)
     assert int(np.array(single.optimizer.phase)) == 1
     assert float(np.array(single.optimizer.lr_scale)) < 1.0
     assert_same_training(single, double)
@@ -169,7 +172,9 @@ def test_plateau_on_a_steered_builtin_with_a_schedule():
     def plateau():
         return [ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9)]
 
-    single = train("adam", distributed=False, make_optimizer=make_optimizer, callbacks=plateau())
-    double = train("adam", distributed=True, make_optimizer=make_optimizer, callbacks=plateau())
+    single = train("adam", distributed=False, make_optimizer=make_optimizer, callbacks=plateau(),
+                   epochs=EPOCHS)
+    double = train("adam", distributed=True, make_optimizer=make_optimizer, callbacks=plateau(),
+                   epochs=EPOCHS)
     assert float(np.array(single.optimizer.lr_scale)) == 0.25
     assert_same_training(single, double)
