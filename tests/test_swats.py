@@ -11,6 +11,7 @@ from conftest import (
     JIT_COMPILE,
     apply_once,
     assert_weights_close,
+    compiled_apply,
     optimizer_state,
     regression_data,
     small_model,
@@ -94,13 +95,15 @@ PAPER = {"relative_tolerance": False, "switch_patience": 1, "switch_warmup": 1}
 
 
 def run_apply(optimizer, theta, steps, parts):
-    """Trains one keras.Variable per part of `theta`."""
+    """Trains one keras.Variable per part of `theta`, with the step compiled
+    as `fit` compiles it (`compiled_apply`)."""
     variables = [keras.Variable(theta[part].astype("float32")) for part in parts]
+    step = compiled_apply(optimizer, variables)
     trajectory = []
     for _ in range(steps):
         current = np.concatenate([np.array(v) for v in variables]).astype(np.float64)
         g = gradient_fn(current).astype("float32")
-        optimizer.apply([keras.ops.convert_to_tensor(g[part]) for part in parts], variables)
+        step([g[part] for part in parts])
         trajectory.append(np.concatenate([np.array(v) for v in variables]).astype(np.float64))
     return np.array(trajectory)
 
@@ -189,8 +192,8 @@ def test_default_per_variable_criterion_matches_reference():
 
 
 def digits_mlp_problem(seed):
-    """Digits, a 64-128-10 MLP with weights drawn by NumPy (the same on
-    every backend) and a fixed NumPy shuffle."""
+    """Digits with a fixed NumPy shuffle, and the initial weights of a
+    64-128-10 ReLU/softmax MLP drawn by NumPy (the same on every backend)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -198,38 +201,88 @@ def digits_mlp_problem(seed):
     order = rng.permutation(len(digits.target))[:1344]
     x = (digits.data[order] / 16.0).astype("float32")
     y = digits.target[order]
-    model = keras.Sequential(
-        [keras.Input((64,)), keras.layers.Dense(128, activation="relu"),
-         keras.layers.Dense(10, activation="softmax")]
-    )
     limits = [np.sqrt(6 / (64 + 128)), np.sqrt(6 / (128 + 10))]
-    model.set_weights([
+    weights = [
         rng.uniform(-limits[0], limits[0], (64, 128)).astype("float32"),
         np.zeros(128, "float32"),
         rng.uniform(-limits[1], limits[1], (128, 10)).astype("float32"),
         np.zeros(10, "float32"),
-    ])
-    model.compile(optimizer=SWATS(learning_rate=1e-3), loss="sparse_categorical_crossentropy",
-                  jit_compile=JIT_COMPILE)
-    return model, x, y
+    ]
+    return weights, x, y
 
 
-def test_defaults_switch_where_full_batch_adam_settles():
-    # Full batch: the gradient is smooth and Adam converges in 600 steps.
-    model, x, y = digits_mlp_problem(seed=0)
-    history = model.fit(x, y, batch_size=len(x), epochs=600, shuffle=False, verbose=0)
-    switch = int(np.array(model.optimizer.switch_iteration))
-    assert 10 < switch < 600
-    assert history.history["loss"][-1] < 0.1 * history.history["loss"][0]
+def cross_entropy_and_gradients(weights, x, y):
+    """The MLP's mean softmax cross-entropy on `(x, y)` and its gradients
+    with respect to `weights`, by hand in NumPy."""
+    kernel_1, bias_1, kernel_2, bias_2 = weights
+    pre_activation = x @ kernel_1 + bias_1
+    hidden = np.maximum(pre_activation, 0.0)
+    logits = hidden @ kernel_2 + bias_2
+    logits = logits - logits.max(axis=1, keepdims=True)
+    log_probabilities = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    rows = np.arange(len(y))
+    loss = -float(np.mean(log_probabilities[rows, y]))
+    d_logits = np.exp(log_probabilities)
+    d_logits[rows, y] -= 1.0
+    d_logits /= len(y)
+    d_hidden = (d_logits @ kernel_2.T) * (pre_activation > 0)
+    gradients = [x.T @ d_hidden, d_hidden.sum(axis=0), hidden.T @ d_logits, d_logits.sum(axis=0)]
+    return loss, [g.astype("float32") for g in gradients]
+
+
+@pytest.fixture(scope="module")
+def digits_swats():
+    """The MLP's weights as Keras variables and SWATS with its defaults at
+    learning rate 1e-3, its step compiled once for the tests below, and the
+    values of its variables before any step (each run starts from them)."""
+    weights, _, _ = digits_mlp_problem(seed=0)
+    variables = [keras.Variable(w) for w in weights]
+    optimizer = SWATS(learning_rate=1e-3)
+    step = compiled_apply(optimizer, variables)
+    return variables, optimizer, step, optimizer_state(optimizer)
+
+
+def train_on_digits(digits_swats, seed, batch_size, steps):
+    """From a fresh start (the seed's weights, SWATS' initial state),
+    `steps` compiled SWATS steps on consecutive batches; returns the loss
+    before each step."""
+    import threadpoolctl  # installed with scikit-learn
+
+    variables, optimizer, step, fresh = digits_swats
+    weights, x, y = digits_mlp_problem(seed)
+    for variable, value in zip(variables + optimizer.variables, weights + fresh):
+        variable.assign(value)
+    losses = []
+    # NumPy's BLAS threads would fight the backend's for the two cores.
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        for k in range(steps):
+            start = (k * batch_size) % len(x)
+            batch = slice(start, start + batch_size)
+            loss, gradients = cross_entropy_and_gradients(
+                [np.array(v) for v in variables], x[batch], y[batch]
+            )
+            losses.append(loss)
+            step(gradients)
+    return losses
+
+
+def test_defaults_switch_where_full_batch_adam_settles(digits_swats):
+    # Full batch: the gradient is smooth, and the loss is down tenfold in
+    # about 130 steps.
+    _, optimizer, _, _ = digits_swats
+    losses = train_on_digits(digits_swats, seed=0, batch_size=1344, steps=200)
+    switch = int(np.array(optimizer.switch_iteration))
+    assert 10 < switch < 200
+    assert losses[-1] < 0.1 * losses[0]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_defaults_do_not_switch_in_the_first_epoch_of_minibatch_noise(seed):
-    model, x, y = digits_mlp_problem(seed)
-    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)  # 42 steps
-    assert int(np.array(model.optimizer.iterations)) == 42
-    assert int(np.array(model.optimizer.phase)) == 0
-    assert int(np.array(model.optimizer.switch_iteration)) == -1
+def test_defaults_do_not_switch_in_the_first_epoch_of_minibatch_noise(digits_swats, seed):
+    _, optimizer, _, _ = digits_swats
+    train_on_digits(digits_swats, seed, batch_size=32, steps=42)  # one epoch
+    assert int(np.array(optimizer.iterations)) == 42
+    assert int(np.array(optimizer.phase)) == 0
+    assert int(np.array(optimizer.switch_iteration)) == -1
 
 
 def test_sgd_rate_follows_a_learning_rate_schedule_after_the_switch():
@@ -273,60 +326,88 @@ def test_zero_retraces_when_swats_switches_mid_fit():
     assert never >= 1 and switching == never
 
 
+def gradients_at(model):
+    """A gradient of the weights alone (a bowl with a ripple): a resumed run
+    follows the uninterrupted one only if both the weights and the state
+    came back."""
+    return [
+        (0.5 * w - 0.2 + 0.3 * np.sin(3.0 * w)).astype("float32")
+        for w in (np.array(v) for v in model.trainable_variables)
+    ]
+
+
+def step_on(model):
+    """One `optimizer.apply` on the model's weights, eager (a compilation
+    would cost more than the few steps taken), with a gradient of the
+    weights alone (a bowl with a ripple): a resumed run follows the
+    uninterrupted one only if both the weights and the state came back."""
+    variables = model.trainable_variables
+    gradients = [
+        keras.ops.convert_to_tensor((0.5 * w - 0.2 + 0.3 * np.sin(3.0 * w)).astype("float32"))
+        for w in (np.array(v) for v in variables)
+    ]
+    apply_once(model.optimizer, gradients, variables)
+
+
 @pytest.mark.parametrize("criterion", ["global", "per_variable"])
 def test_saved_before_and_after_the_switch_resume_like_uninterrupted(criterion, tmp_path):
-    x, y = regression_data(n=96)
-    chunks = [slice(0, 32), slice(32, 64), slice(64, 96)]
+    # A model with two variables (an eager SWATS step costs about 0.1 s a
+    # variable on JAX), compiled so that it saves its optimizer, and stepped
+    # by the optimizer itself: no fit is needed.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    # A loose tolerance makes the switch happen at step 2.
+    model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=1.0, criterion=criterion, **PAPER),
+                  loss="mse")
+    # Saved after the first Adam step, after the step that decides the
+    # switch (phase 1, the first SGD step not taken yet) and in SGD; each
+    # restored model takes the next step (the one that decides, the first
+    # SGD step, an SGD step with momentum).
+    after = {}  # steps taken -> weights and optimizer state
+    for steps_taken in range(1, 6):
+        step_on(model)
+        if steps_taken in (1, 2, 4):
+            model.save(os.path.join(tmp_path, f"swats_{steps_taken}.keras"))
+        after[steps_taken] = (weights_of(model), optimizer_state(model.optimizer))
+    assert int(np.array(model.optimizer.switch_iteration)) == 2
 
-    def fresh():
-        model = small_model()
-        # A loose tolerance makes the switch happen at step 2.
-        model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=1.0, criterion=criterion, **PAPER),
-                      loss="mse", jit_compile=JIT_COMPILE)
-        return model
-
-    def fit(model, chunk, batch_size):
-        model.fit(x[chunk], y[chunk], batch_size=batch_size, shuffle=False, verbose=0)
-
-    # The first chunk in one batch of 32 (one step, Adam), then batches of 8.
-    plan = [(chunks[0], 32), (chunks[1], 8), (chunks[2], 8)]
-    uninterrupted = fresh()
-    for chunk, batch in plan:
-        fit(uninterrupted, chunk, batch)
-    assert int(np.array(uninterrupted.optimizer.switch_iteration)) == 2
-
-    for saved_after, expected_phase in [(1, 0), (2, 1)]:
-        model = fresh()
-        for chunk, batch in plan[:saved_after]:
-            fit(model, chunk, batch)
-        path = os.path.join(tmp_path, f"swats_{saved_after}.keras")
-        model.save(path)
-        restored = keras.models.load_model(path)
+    for steps_taken in (1, 2, 4):
+        restored = keras.models.load_model(os.path.join(tmp_path, f"swats_{steps_taken}.keras"))
         assert isinstance(restored.optimizer, SWATS)
+        # The criterion's settings came back (a switch_tolerance lost to
+        # its default would decide these few steps the same way).
+        for name in ["switch_tolerance", "relative_tolerance", "switch_patience", "switch_warmup", "criterion"]:
+            assert getattr(restored.optimizer, name) == getattr(model.optimizer, name), name
         if criterion == "global":
-            assert int(np.array(restored.optimizer.phase)) == expected_phase
-        assert_weights_close(
-            optimizer_state(restored.optimizer), optimizer_state(model.optimizer), rtol=0, atol=0
-        )
-        for chunk, batch in plan[saved_after:]:
-            fit(restored, chunk, batch)
-        assert_weights_close(weights_of(restored), weights_of(uninterrupted), rtol=0, atol=0)
+            assert int(np.array(restored.optimizer.phase)) == (0 if steps_taken == 1 else 1)
+        weights, state = after[steps_taken]
+        assert_weights_close(weights_of(restored), weights, rtol=0, atol=0)
+        assert_weights_close(optimizer_state(restored.optimizer), state, rtol=0, atol=0)
+        step_on(restored)
+        weights, state = after[steps_taken + 1]
+        assert_weights_close(weights_of(restored), weights, rtol=0, atol=0)
+        assert_weights_close(optimizer_state(restored.optimizer), state, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("steps_before", [1, 4])  # Adam phase, then SGD phase
-def test_non_finite_step_under_loss_scaling_leaves_state_untouched(steps_before):
+def test_non_finite_step_under_loss_scaling_leaves_state_untouched_in_either_phase():
     inner = SWATS(learning_rate=0.01, switch_tolerance=1e-4, **PAPER)
     optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=4.0)
     variable = keras.Variable(THETA.astype("float32"))
-    for _ in range(steps_before):
-        g = gradient_fn(np.array(variable).astype(np.float64)).astype("float32") * 4.0
-        apply_once(optimizer, [keras.ops.convert_to_tensor(g)], [variable])
-    assert int(np.array(inner.phase)) == (0 if steps_before == 1 else 1)
-    weights, state = np.array(variable), optimizer_state(inner)
-    bad = np.array([1.0, np.nan, 0.0, 0.0, np.inf, 0.0], "float32")
-    apply_once(optimizer, [keras.ops.convert_to_tensor(bad)], [variable])
-    np.testing.assert_array_equal(np.array(variable), weights)
-    assert_weights_close(optimizer_state(inner), state, rtol=0, atol=0)
+    # Compiled once (with its conditional, as `fit` runs it); each case
+    # starts from the initial weights and state.
+    step = compiled_apply(optimizer, [variable])
+    fresh = optimizer_state(optimizer)
+    for steps_before, phase in [(1, 0), (4, 1)]:  # Adam, then SGD
+        variable.assign(THETA.astype("float32"))
+        for state_variable, value in zip(optimizer.variables, fresh):
+            state_variable.assign(value)
+        for _ in range(steps_before):
+            step([gradient_fn(np.array(variable).astype(np.float64)).astype("float32") * 4.0])
+        assert int(np.array(inner.phase)) == phase
+        weights, state = np.array(variable), optimizer_state(inner)
+        step([np.array([1.0, np.nan, 0.0, 0.0, np.inf, 0.0], "float32")])
+        np.testing.assert_array_equal(np.array(variable), weights)
+        assert_weights_close(optimizer_state(inner), state, rtol=0, atol=0)
 
 
 def test_callback_can_force_the_switch_with_the_current_estimate():
