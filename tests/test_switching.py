@@ -13,6 +13,7 @@ from conftest import (
     JIT_COMPILE,
     apply_once,
     assert_weights_close,
+    compiled_apply,
     optimizer_state,
     regression_data,
     small_model,
@@ -204,10 +205,18 @@ def traces_of_fit(optimizer, callbacks):
     return TRACES["count"], model
 
 
+@pytest.fixture(scope="module")
+def unswitched_fit():
+    """The trace count and phase of a fit that never switches, shared by the
+    tests below (each compares a switching fit with it)."""
+    count, model = traces_of_fit(adam_then_momentum(), [])
+    return count, int(np.array(model.optimizer.phase))
+
+
 @pytest.mark.parametrize("how", ["callback_at_epoch", "switch_step"])
-def test_switching_mid_fit_traces_as_often_as_not_switching(how):
-    baseline, unswitched = traces_of_fit(adam_then_momentum(), [])
-    assert int(np.array(unswitched.optimizer.phase)) == 0
+def test_switching_mid_fit_traces_as_often_as_not_switching(how, unswitched_fit):
+    baseline, unswitched_phase = unswitched_fit
+    assert unswitched_phase == 0
     if how == "callback_at_epoch":
         count, model = traces_of_fit(adam_then_momentum(), [SwitchOptimizer(at_epoch=1)])
     else:
@@ -296,45 +305,53 @@ def test_callback_bad_arguments(kwargs, message):
 # --- saving ---------------------------------------------------------------
 
 
+def step_on(model):
+    """One `optimizer.apply` on the model's weights, eager (a compilation
+    would cost more than the few steps taken), with a gradient of the
+    weights alone (a bowl with a ripple): a resumed run follows the
+    uninterrupted one only if both the weights and the state came back."""
+    variables = model.trainable_variables
+    gradients = [
+        keras.ops.convert_to_tensor((0.5 * w - 0.2 + 0.3 * np.sin(3.0 * w)).astype("float32"))
+        for w in (np.array(v) for v in variables)
+    ]
+    apply_once(model.optimizer, gradients, variables)
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "branch"])
 @pytest.mark.parametrize("second_learning_rate", [None, "estimate"])
 def test_saved_before_and_after_the_switch_resume_like_uninterrupted(second_learning_rate, fused, tmp_path):
-    x, y = regression_data(n=96)
-    chunks = [slice(0, 32), slice(32, 64), slice(64, 96)]  # 4 steps each
+    # A model with two variables, compiled so that it saves its optimizer,
+    # and stepped by the optimizer itself: no fit is needed.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    optimizer = adam_then_momentum(switch_step=2, second_learning_rate=second_learning_rate, fused=fused)
+    model.compile(optimizer=optimizer, loss="mse")
+    # Saved in the first phase, right at the switch (phase 1, the second
+    # method not started) and in the second phase; each restored model
+    # takes the next step.
+    after = {}  # steps taken -> weights and optimizer state
+    for steps_taken in range(1, 5):
+        step_on(model)
+        if steps_taken < 4:
+            model.save(os.path.join(tmp_path, f"after_{steps_taken}.keras"))
+        after[steps_taken] = (weights_of(model), optimizer_state(optimizer))
+    assert int(np.array(optimizer.switch_iteration)) == 2
 
-    def fresh():
-        model = small_model()
-        optimizer = adam_then_momentum(
-            switch_step=6, second_learning_rate=second_learning_rate, fused=fused
-        )
-        model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
-        return model
-
-    def fit(model, chunk):
-        model.fit(x[chunk], y[chunk], batch_size=8, shuffle=False, verbose=0)
-
-    uninterrupted = fresh()
-    for chunk in chunks:
-        fit(uninterrupted, chunk)
-
-    for saved_after, expected_phase in [(1, 0), (2, 1)]:
-        model = fresh()
-        for chunk in chunks[:saved_after]:
-            fit(model, chunk)
-        path = os.path.join(tmp_path, f"after_{saved_after}.keras")
-        model.save(path)
-        restored = keras.models.load_model(path)
+    for steps_taken in (1, 2, 3):
+        restored = keras.models.load_model(os.path.join(tmp_path, f"after_{steps_taken}.keras"))
         assert isinstance(restored.optimizer, SwitchingOptimizer)
         assert restored.optimizer.fused == fused
-        assert int(np.array(restored.optimizer.phase)) == expected_phase
-        assert_weights_close(
-            optimizer_state(restored.optimizer), optimizer_state(model.optimizer), rtol=0, atol=0
-        )
-        for chunk in chunks[saved_after:]:
-            fit(restored, chunk)
-        assert int(np.array(restored.optimizer.phase)) == 1
-        assert int(np.array(restored.optimizer.switch_iteration)) == 6
-        assert_weights_close(weights_of(restored), weights_of(uninterrupted), rtol=0, atol=0)
+        assert restored.optimizer.switch_step == 2
+        assert restored.optimizer.second_learning_rate == second_learning_rate
+        assert int(np.array(restored.optimizer.phase)) == (0 if steps_taken < 2 else 1)
+        weights, state = after[steps_taken]
+        assert_weights_close(weights_of(restored), weights, rtol=0, atol=0)
+        assert_weights_close(optimizer_state(restored.optimizer), state, rtol=0, atol=0)
+        step_on(restored)
+        weights, state = after[steps_taken + 1]
+        assert_weights_close(weights_of(restored), weights, rtol=0, atol=0)
+        assert_weights_close(optimizer_state(restored.optimizer), state, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("estimate", [False, True])
@@ -398,23 +415,30 @@ def test_config_nests_both_optimizers():
 # --- loss scaling and non-finite gradients ----------------------------------
 
 
-@pytest.mark.parametrize("steps_before", [2, 5])  # before and after switch_step=4
-def test_non_finite_step_under_loss_scaling_leaves_both_phases_untouched(steps_before):
+def test_non_finite_step_under_loss_scaling_leaves_both_phases_untouched():
     inner = adam_then_momentum(switch_step=4)
     optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=4.0)
-    variable = keras.Variable(np.array([1.0, -2.0, 3.0], "float32"))
-    for _ in range(steps_before):
-        apply_once(optimizer, [keras.ops.convert_to_tensor(variable) * 4.0], [variable])
-    weights = np.array(variable)
-    state = optimizer_state(inner)
-    bad = keras.ops.convert_to_tensor(np.array([1.0, np.nan, np.inf], "float32"))
-    apply_once(optimizer, [bad], [variable])
-    np.testing.assert_array_equal(np.array(variable), weights)
-    assert_weights_close(optimizer_state(inner), state, rtol=0, atol=0)
-    # The next finite step moves again, in the right phase.
-    apply_once(optimizer, [keras.ops.convert_to_tensor(variable) * 2.0], [variable])
-    assert not np.array_equal(np.array(variable), weights)
-    assert int(np.array(inner.phase)) == (1 if steps_before + 1 >= 4 else 0)
+    start = np.array([1.0, -2.0, 3.0], "float32")
+    variable = keras.Variable(start)
+    # Compiled once (with its conditional, as `fit` runs it); each case
+    # starts from the initial weights and state.
+    step = compiled_apply(optimizer, [variable])
+    fresh = optimizer_state(optimizer)
+    for steps_before in [2, 5]:  # before and after switch_step=4
+        variable.assign(start)
+        for state_variable, value in zip(optimizer.variables, fresh):
+            state_variable.assign(value)
+        for _ in range(steps_before):
+            step([np.array(variable) * 4.0])
+        weights = np.array(variable)
+        state = optimizer_state(inner)
+        step([np.array([1.0, np.nan, np.inf], "float32")])
+        np.testing.assert_array_equal(np.array(variable), weights)
+        assert_weights_close(optimizer_state(inner), state, rtol=0, atol=0)
+        # The next finite step moves again, in the right phase.
+        step([np.array(variable) * 2.0])
+        assert not np.array_equal(np.array(variable), weights)
+        assert int(np.array(inner.phase)) == (1 if steps_before + 1 >= 4 else 0)
 
 
 def test_loss_scale_optimizer_wrapping_trains_and_switches_under_fit():
