@@ -149,7 +149,7 @@ def test_compare_trains_on_a_dataset_object_and_records_its_sizes(mnist1d):
 
     results = compare(["sgd"], dataset=mnist1d.hold_out(500), model="logistic", epochs=1,
                       batch_size="full", verbose=0)
-    assert results.settings["dataset"] == "mnist1d"
+    assert results.settings["data"] == "mnist1d"
     assert results.settings["train_examples"] == 3500
     assert results.settings["validation_examples"] == 500
     keras.backend.clear_session()

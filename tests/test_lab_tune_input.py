@@ -163,7 +163,7 @@ BAD = {
     "missing module": (["--model", "no_such_module:build"], ["Cannot import 'no_such_module'"]),
     "model does not fit data": (["--model", "{module}:regressor"], ["does not accept the data"]),
     "bad lr range": (["--lr-range", "sgd=0.1,0.01"], ["0 < LOW < HIGH"]),
-    "lr range of another": (["--lr-range", "adam=1e-4,1e-2"], ["'adam', which is not tuned"]),
+    "lr range of another": (["--lr-range", "adam=1e-4,1e-2"], ["'adam', which is not among the candidates"]),
 }
 
 

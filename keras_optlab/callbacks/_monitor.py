@@ -2,7 +2,8 @@
 
 Same meaning as Keras' own monitor callbacks (`EarlyStopping`,
 `ReduceLROnPlateau`): `mode="auto"` minimises names ending in `loss` (and
-`error`, `mse`, `mae`) and maximises the others; an improvement must beat the
+`error`, `mse`, `mae` and the other losses and errors of `MINIMISED_SUFFIXES`)
+and maximises the others; an improvement must beat the
 best value by more than `min_delta`. Unlike Keras, an unknown `mode` is an
 error, not a warning.
 """
@@ -15,7 +16,17 @@ from typing import Any, Mapping
 
 from keras_optlab import _validation
 
-_MINIMISED_SUFFIXES = ("loss", "error", "mse", "mae", "crossentropy")
+# Metric names that are better low: losses and errors. The lab reads the
+# same list to tell which way a tuned metric goes.
+MINIMISED_SUFFIXES = (
+    "loss", "error", "mse", "mae", "mape", "msle", "crossentropy", "hinge",
+    "divergence", "poisson", "logcosh",
+)
+
+
+def is_minimised(metric: str) -> bool:
+    """Whether a logged metric (`val_` prefix or not) is better low."""
+    return metric.removeprefix("val_").lower().endswith(MINIMISED_SUFFIXES)
 
 
 class Monitor:
@@ -39,8 +50,7 @@ class Monitor:
         self.min_delta = _validation.check_float("min_delta", min_delta, low=0.0)
         self.owner = owner
         if mode == "auto":
-            name = monitor.removeprefix("val_").lower()
-            self.minimise = name.endswith(_MINIMISED_SUFFIXES)
+            self.minimise = is_minimised(monitor)
         else:
             self.minimise = mode == "min"
         self._warned = False

@@ -49,6 +49,13 @@ def _callback_registry():
     return registry
 
 
+def default_switch_epoch(epochs: int) -> int:
+    """Where a switching optimizer with neither a `switch_step` nor a
+    criterion of its own (`adam_then_sgd`) switches when no epoch is given:
+    at the end of the middle epoch, `max(1, epochs // 2)` (1-based)."""
+    return max(1, epochs // 2)
+
+
 def tunable_schedules() -> list[str]:
     """Schedule names that can follow an optimizer in a candidate."""
     registry = _schedule_registry()
@@ -126,8 +133,8 @@ class Candidate:
             switch_epoch: For a switching optimizer with neither a
                 `switch_step` nor a criterion of its own (`adam_then_sgd`):
                 the 1-based epoch at whose end a `SwitchOptimizer` callback
-                moves it to its second phase. Defaults to `None`: the middle
-                epoch, `max(1, epochs // 2)`.
+                moves it to its second phase. Defaults to `None`:
+                `default_switch_epoch(epochs)`.
 
         Returns:
             `(optimizer, callbacks)`.
@@ -147,7 +154,7 @@ class Candidate:
         optimizer = _optimizer_registry().get(self.optimizer, **own)
         callbacks = []
         if isinstance(optimizer, SwitchingOptimizer) and optimizer.switch_step is None:
-            at = max(1, epochs // 2) if switch_epoch is None else switch_epoch
+            at = default_switch_epoch(epochs) if switch_epoch is None else switch_epoch
             callbacks.append(SwitchOptimizer(at_epoch=at - 1))
         for name in self.callbacks:
             entry = _callback_registry().info(name)

@@ -319,7 +319,7 @@ def find_lr_on_dataset(
         A `FindLRResult`.
     """
     from keras_optlab.lab import data, models
-    from keras_optlab.lab.report import ReportFolder, write_json
+    from keras_optlab.lab.report import check_out_folder, publish, write_json
     from keras_optlab.optimizers import registry
 
     from keras_optlab import _validation
@@ -338,24 +338,21 @@ def find_lr_on_dataset(
         _validation.check_int("steps", steps, low=3)
         _validation.check_int("batch_size", batch_size, low=1)
         _validation.check_int("seed", seed, low=0)
-    staging = ReportFolder(out) if out is not None else None
-    try:
-        chosen = data.load_dataset(dataset)
-        network = models.build_model(model, chosen, seed=seed)
-        result = find_lr(
-            network, chosen.x_train, chosen.y_train, optimizer=optimizer,
-            loss="sparse_categorical_crossentropy",
-            start_lr=start_lr, end_lr=end_lr, steps=steps,
-            batch_size=batch_size, seed=seed, verbose=verbose,
-        )
-        if staging is not None:
-            result.plot(os.path.join(staging.path, "find_lr.png"), close=True)
-            write_json(
-                {**result.to_dict(), "settings": {"dataset": dataset, "model": model, "batch_size": batch_size, "seed": seed}},
-                os.path.join(staging.path, "results.json"),
-            )
-            staging.commit()
-    finally:
-        if staging is not None:
-            staging.discard()
+        folder = None if out is None else check_out_folder(out)
+    chosen = data.load_dataset(dataset)
+    network = models.build_model(model, chosen, seed=seed)
+    result = find_lr(
+        network, chosen.x_train, chosen.y_train, optimizer=optimizer,
+        loss="sparse_categorical_crossentropy",
+        start_lr=start_lr, end_lr=end_lr, steps=steps,
+        batch_size=batch_size, seed=seed, verbose=verbose,
+    )
+    if folder is not None:
+        settings = {"data": dataset, "model": model, "batch_size": batch_size, "seed": seed}
+
+        def write(staging):
+            result.plot(os.path.join(staging, "find_lr.png"), close=True)
+            write_json({**result.to_dict(), "settings": settings}, os.path.join(staging, "results.json"))
+
+        publish(folder, write)
     return result

@@ -91,7 +91,7 @@ def plot_curves(results: Comparison, path=None, close: bool = False):
     axes[0, 0].legend(fontsize=8, ncol=2)
     s = results.settings
     figure.suptitle(
-        f"{s['dataset']}, {s['model']}, batch size {s['batch_size']}, "
+        f"{s['data']}, {s['model']}, batch size {s['batch_size']}, "
         f"{s['seeds']} seed{'s' if s['seeds'] > 1 else ''}, backend {s['backend']}"
     )
     figure.tight_layout()

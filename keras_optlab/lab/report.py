@@ -1,11 +1,12 @@
-"""Report folders written all or nothing, and the compare report's text.
+"""Report folders, written whole or not at all, and the compare report's text.
 
-A report is written into a staging folder next to the target (same parent,
-so the final rename stays on one file system and is atomic) and renamed
-into place only when every file is written. A failure removes the staging
-folder and leaves the target as it was. An existing target is replaced
-only if it is empty or is itself an optlab report (its `results.json` says
-so): pointing `--out` at a folder of other files is refused, not emptied.
+`publish` writes a report's files into a staging folder beside the target
+(same parent, same file system), then moves each into the target,
+`results.json` last: a folder whose `results.json` is new has every file
+new. A failure while writing removes the staging folder and leaves the
+target as it was. Other files in the target are kept (a tune study beside
+its report). `check_out_folder` refuses, before any training, an `--out`
+that is a file, a folder of other things, or that cannot be written.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Callable
 
 from keras_optlab.lab import plots
 from keras_optlab.lab.errors import UsageError
@@ -24,10 +25,8 @@ from keras_optlab.lab.records import Comparison
 
 
 FORMAT_PREFIX = "keras_optlab."
-
-
-def _is_replaceable(target: pathlib.Path) -> bool:
-    return not any(target.iterdir()) or is_report_folder(target)
+# The SQLite file of a tune study kept in its report folder.
+STUDY_FILE = "study.sqlite3"
 
 
 def is_report_folder(target: pathlib.Path) -> bool:
@@ -39,62 +38,64 @@ def is_report_folder(target: pathlib.Path) -> bool:
     return isinstance(marker, dict) and str(marker.get("format", "")).startswith(FORMAT_PREFIX)
 
 
-class ReportFolder:
-    """A staging folder that becomes `target` on `commit()`.
-
-    Args:
-        target: The report folder to create or replace.
+def check_out_folder(out: str | os.PathLike, *, study: bool = False) -> pathlib.Path:
+    """The absolute report folder for `out`, checked: new, empty, or an
+    earlier report (with `study`, also a folder holding a tune study).
 
     Raises:
-        UsageError: If `target` is a file, a folder that is not an optlab
-            report, or cannot be written.
+        UsageError: For a file, a folder of other things, a tune study's
+            folder given to a command without one, or a folder that cannot
+            be written.
     """
-
-    def __init__(self, target: str | os.PathLike) -> None:
-        self.target = pathlib.Path(target).expanduser().absolute()
-        if self.target.is_file():
-            raise UsageError(f"Output folder {str(target)!r} is an existing file.")
-        if (self.target / "study.sqlite3").exists():
+    folder = pathlib.Path(out).expanduser().absolute()
+    shown = str(out)
+    if folder.is_file():
+        raise UsageError(f"Output folder {shown!r} is an existing file.")
+    if folder.is_dir():
+        names = {p.name for p in folder.iterdir()}
+        if STUDY_FILE in names and not study:
+            raise UsageError(f"Output folder {shown!r} holds an optlab tune study; choose another --out.")
+        ours = is_report_folder(folder) or (study and STUDY_FILE in names)
+        if names and not ours:
             raise UsageError(
-                f"Output folder {str(target)!r} holds an optlab tune study; choose another --out."
+                f"Output folder {shown!r} exists and is not an optlab report; choose another --out."
             )
-        if self.target.is_dir() and not _is_replaceable(self.target):
-            raise UsageError(
-                f"Output folder {str(target)!r} exists and is not an optlab "
-                "report; choose another --out."
-            )
-        try:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            self.path = tempfile.mkdtemp(
-                prefix=f".{self.target.name}.partial-", dir=self.target.parent
-            )
-            # mkdtemp makes the folder private (0700); a report is not.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.path, 0o777 & ~umask)
-        except OSError as error:
-            reason = error.strerror or str(error)
-            raise UsageError(
-                f"Cannot write output folder {str(target)!r}: {reason}."
-            ) from None
-        self._committed = False
+        if not os.access(folder, os.W_OK):
+            raise UsageError(f"Cannot write output folder {shown!r}: permission denied.")
+        return folder
+    parent = folder.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"Cannot write output folder {shown!r}: {parent} is not a writable folder.")
+    return folder
 
-    def commit(self) -> None:
-        """Moves the staging folder to `target`, replacing an old report."""
-        old = None
-        if self.target.exists():
-            old = tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent)
-            os.rmdir(old)
-            os.rename(self.target, old)
-        os.rename(self.path, self.target)
-        self._committed = True
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
-    def discard(self) -> None:
-        """Removes the staging folder unless it was committed."""
-        if not self._committed:
-            shutil.rmtree(self.path, ignore_errors=True)
+def publish(folder: str | os.PathLike, write: Callable[[pathlib.Path], None]) -> pathlib.Path:
+    """Runs `write(staging)` and moves what it wrote into `folder` (see the
+    module); returns the folder."""
+    target = pathlib.Path(folder).expanduser().absolute()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    except OSError as error:
+        raise UsageError(
+            f"Cannot write output folder {str(folder)!r}: {error.strerror or error}."
+        ) from None
+    try:
+        write(staging)
+        target.mkdir(exist_ok=True)
+        # mkdtemp makes files private; a report is not.
+        umask = os.umask(0)
+        os.umask(umask)
+        names = sorted(p.name for p in staging.iterdir())
+        names.sort(key=lambda name: name == "results.json")
+        for name in names:
+            os.chmod(staging / name, 0o666 & ~umask)
+            os.replace(staging / name, target / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def _clean(value: Any) -> Any:
@@ -179,7 +180,7 @@ def _describe(results: Comparison) -> str:
         f"`{fingerprints[k][:12]}`" for k in sorted(fingerprints)
     ) + ") and saw the same batches."
     return (
-        f"Dataset `{s['dataset']}` ({s['train_examples']} training, "
+        f"Data `{s['data']}` ({s['train_examples']} training, "
         f"{s['validation_examples']} validation examples), model `{s['model']}`, "
         f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}, batch size {batch} ({regime}), {seed_text}; "
         f"backend `{s['backend']}` (Keras {s['keras_version']}), "

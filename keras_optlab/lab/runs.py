@@ -3,17 +3,17 @@ initial weights and the same batch order, and keep every number.
 
 A candidate is an optimizer's registry name, optionally with a schedule and
 callbacks (`adam+step`, `adam+plateau`; see `keras_optlab.lab.candidates`).
-Each run builds a fresh model and loads the weights of a template built
-from the seed; Keras' global generator is reseeded before each fit, so
-shuffling gives every candidate the same batches. A fingerprint (SHA-256) of
-the weights each run really started from is recorded, so the claim can be
-checked from `results.json`.
+Every run starts from the state a fresh build with its seed has and sees
+the same batches (`keras_optlab.lab.engine`, which also compiles each
+candidate once for all seeds). A fingerprint (SHA-256) of the weights each
+run really started from is recorded, so the claim can be checked from
+`results.json`.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from keras_optlab.lab import plots, report
 from keras_optlab.lab.errors import UsageError, as_usage_error
@@ -23,10 +23,7 @@ from keras_optlab.lab.records import (  # noqa: F401 - part of this module's API
     RunRecord,
     weights_fingerprint,
 )
-from keras_optlab.lab.training import DEFAULT_STEPS_PER_EXECUTION  # noqa: F401
-
-if TYPE_CHECKING:
-    from keras_optlab.lab.data import Dataset
+from keras_optlab.lab.engine import DEFAULT_STEPS_PER_EXECUTION  # noqa: F401
 
 SEED_FAMILY = (
     "sgd", "momentum", "nag", "adagrad", "adadelta", "rmsprop", "adam", "radam",
@@ -95,18 +92,12 @@ class CompareResults(Comparison):
 
     def save(self, folder: str) -> str:
         """Writes `report.md`, `curves.png`, `lr.png` and `results.json` to
-        `folder`, all or nothing (see `keras_optlab.lab.report`).
+        `folder`, whole or not at all (see `keras_optlab.lab.report`).
 
         Returns:
             The folder's path.
         """
-        staging = report.ReportFolder(folder)
-        try:
-            self.write(staging.path)
-            staging.commit()
-        finally:
-            staging.discard()
-        return str(staging.target)
+        return str(report.publish(folder, self.write))
 
     def write(self, folder: str) -> None:
         """Writes the report files into an existing `folder`, in place."""
@@ -124,8 +115,8 @@ def check_batch_size(batch_size: int | str) -> int | str:
 
 def compare(
     optimizers: Sequence[str] | None = None,
-    dataset: str | Dataset = "digits",
-    model: str = "mlp",
+    data: Any = "digits",
+    model: Any = "mlp",
     epochs: int = DEFAULT_EPOCHS,
     batch_size: int | str = DEFAULT_BATCH_SIZE,
     seed: int = 0,
@@ -137,6 +128,8 @@ def compare(
     verbose: int = 1,
     log: Callable[[str], None] | None = None,
     switch_epoch: int | None = None,
+    *,
+    dataset: Any = None,
 ) -> CompareResults:
     """Trains the same model from the same initial weights with each candidate.
 
@@ -145,12 +138,17 @@ def compare(
             and callbacks (`"adam+step"`, `"adam+plateau"`, see
             `keras_optlab.lab.candidates`). Each runs with its registry
             defaults. Defaults to `None`: `default_optimizers()`.
-        dataset: `"digits"` or `"mnist1d"`, or a `Dataset` (such as
-            `load_dataset("mnist1d").hold_out(800)`, to choose settings
-            on data held out of the training set). Defaults to `"digits"`.
-        model: `"logistic"`, `"mlp"`, `"cnn"` or `"gru"`; which
-            architecture each builds depends on the dataset (see
-            `keras_optlab.lab.models`). Defaults to `"mlp"`.
+        data: `"digits"`, `"mnist1d"`, a `Dataset` (such as
+            `load_dataset("mnist1d").hold_out(800)`, to choose settings on
+            data held out of the training set), a `.npz` file with
+            `x_train`, `y_train`, `x_val`, `y_val`,
+            `"package.module:function"`, or the data itself, as `tune`
+            takes it (see `keras_optlab.lab.workload`). Defaults to
+            `"digits"`.
+        model: `"logistic"`, `"mlp"`, `"cnn"` or `"gru"` (the lab's
+            architectures for the dataset, see `keras_optlab.lab.models`),
+            `"package.module:function"` or a callable returning an
+            uncompiled `keras.Model`. Defaults to `"mlp"`.
         epochs: Epochs per run, >= 1. Defaults to 20.
         batch_size: Examples per step: an int >= 1 (1 is stochastic gradient
             descent) or `"full"` (batch gradient descent: one step per
@@ -177,110 +175,84 @@ def compare(
             `switch_step` nor a criterion of its own (`adam_then_sgd`): the
             1-based epoch at whose end the `SwitchOptimizer` callback moves
             it to its second phase, in [1, epochs]. Without a switch it
-            would be plain Adam for the whole run. Defaults to `None`: the
-            middle epoch, `max(1, epochs // 2)`.
+            would be plain Adam for the whole run. Defaults to `None`:
+            `keras_optlab.lab.candidates.default_switch_epoch(epochs)`, the
+            middle epoch.
+        dataset: The former name of `data`. Defaults to `None`.
 
     Returns:
         A `CompareResults`.
 
     Raises:
-        UsageError: For an unknown candidate, dataset or model name, a value
-            out of range, or an output folder that cannot be written.
+        UsageError: For an unknown candidate, dataset or model, data or a
+            model that cannot be used, a value out of range, or an output
+            folder that cannot be written.
     """
     started = time.perf_counter()
     from keras_optlab import _validation
     from keras_optlab.lab import candidates as candidate_parser
-    from keras_optlab.lab import data, models, training
+    from keras_optlab.lab import settings as shared
+    from keras_optlab.lab import workload
 
     with as_usage_error():
         chosen = candidate_parser.parse_candidates(
             default_optimizers() if optimizers is None else list(optimizers), "optimizers"
         )
-        by_name = {c.name: c for c in chosen}
         rates = {c.name: c.defaults()["learning_rate"] for c in chosen}
-        for name, rate in dict(learning_rates or {}).items():
-            key = candidate_parser.parse_candidate(name).name
-            if key not in rates:
-                raise UsageError(
-                    f"A learning rate is given for {name!r}, which is not compared."
-                )
-            rates[key] = _validation.check_float(f"learning_rate[{name}]", rate, low=0.0, low_open=True)
-        data.check_dataset(dataset)  # raises, listing the names
-        models.check_model_name(model)
-        epochs = _validation.check_int("epochs", epochs, low=1)
-        seed = _validation.check_int("seed", seed, low=0)
+        rates.update(shared.per_candidate(learning_rates, chosen, "learning rate", shared.check_rate))
+        run = shared.check_run_settings(
+            epochs=epochs, batch_size=check_batch_size(batch_size), seed=seed,
+            jit_compile=jit_compile, steps_per_execution=steps_per_execution,
+            verbose=verbose, log=log, full_batch=True,
+        )
         seeds = _validation.check_int("seeds", seeds, low=1)
-        steps_per_execution = training.steps_per_execution(steps_per_execution)
-        verbose = _validation.check_int("verbose", verbose, low=0, high=2)
         switch_epoch = (
-            max(1, epochs // 2) if switch_epoch is None
-            else _validation.check_int("switch_epoch", switch_epoch, low=1, high=epochs)
+            candidate_parser.default_switch_epoch(run.epochs) if switch_epoch is None
+            else _validation.check_int("switch_epoch", switch_epoch, low=1, high=run.epochs)
         )
-        batch_size = check_batch_size(batch_size)
-        if jit_compile != "auto":
-            _validation.check_bool("jit_compile", jit_compile)
-    say = log or (lambda line: print(line, flush=True))
-
-    # The output folder is checked (and a staging folder made next to it)
-    # before any training, so a bad --out fails in a second, not a minute.
-    staging = None if out is None else report.ReportFolder(out)
-    try:
-        results = _run_all(
-            by_name, rates, dataset, model, epochs, batch_size, seed, seeds,
-            jit_compile, steps_per_execution, verbose, say, switch_epoch,
-        )
-        results.wall_seconds = time.perf_counter() - started
-        if staging is not None:
-            results.write(staging.path)
-            staging.commit()
-    finally:
-        if staging is not None:
-            staging.discard()
+        folder = None if out is None else report.check_out_folder(out)
+    # The output folder is checked before any training, so a bad --out
+    # fails in a second, not a minute.
+    work = workload.make_workload(model, data if dataset is None else dataset, seed=run.seed)
+    results = _run_all(work, chosen, rates, run, seeds, switch_epoch)
+    results.wall_seconds = time.perf_counter() - started
+    if folder is not None:
+        report.publish(folder, results.write)
     return results
 
 
-def _run_all(
-    candidates, rates, dataset_name, model_name, epochs, batch_size, seed, seeds,
-    jit_compile, steps_per_execution, verbose, say, switch_epoch,
-) -> CompareResults:
-    import keras
+def _run_all(work, chosen, rates, run, seeds, switch_epoch) -> CompareResults:
+    from keras_optlab.lab import settings as shared
+    from keras_optlab.lab.engine import Engine
 
-    from keras_optlab.lab import training, workload
-
-    work = workload.make_workload(model_name, dataset_name, seed=seed)
-    batch = work.train_examples if batch_size == "full" else batch_size
+    if not work.arrays and run.batch_size == "full":
+        raise UsageError("Argument `batch_size` cannot be 'full' with data loaders: they batch themselves.")
+    batch = work.train_examples if run.batch_size == "full" else run.batch_size
+    engine = Engine(
+        work, epochs=run.epochs, batch_size=batch, jit_compile=run.jit_compile,
+        steps_per_execution=run.steps_per_execution, verbose=run.verbose,
+    )
     runs: list[RunRecord] = []
-    total = len(candidates) * seeds
-    for seed_index in range(seeds):
-        run_seed = seed + seed_index
-        initial_weights = work.template(run_seed).get_weights()
-        for name, candidate in candidates.items():
-            if verbose:
-                say(
-                    f"run {len(runs) + 1} of {total}: {name} "
-                    f"(learning rate {rates[name]:g}, seed {run_seed})"
+    total = len(chosen) * seeds
+    for run_seed in range(run.seed, run.seed + seeds):
+        for candidate in chosen:
+            rate = rates[candidate.name]
+            if run.verbose:
+                run.say(
+                    f"run {len(runs) + 1} of {total}: {candidate.name} "
+                    f"(learning rate {rate:g}, seed {run_seed})"
                 )
-            record = training.run(
-                work, candidate, {"learning_rate": rates[name]}, run_seed, initial_weights,
-                epochs, batch, jit_compile, steps_per_execution, verbose, switch_epoch,
+            record = engine.run(
+                candidate, {"learning_rate": rate}, run_seed, switch_epoch=switch_epoch
             )
             # compare runs each candidate at its defaults: record only the rate.
             record.hyperparameters = {}
             runs.append(record)
     settings = {
-        "dataset": work.data_name,
-        "model": model_name,
-        "epochs": epochs,
-        "batch_size": batch,
-        "batch_size_argument": batch_size,
-        "seed": seed,
+        **shared.describe(work, run, batch if work.arrays else None, engine),
+        "batch_size_argument": run.batch_size,
+        "seed": run.seed,
         "seeds": seeds,
-        "backend": keras.backend.backend(),
-        "keras_version": keras.__version__,
-        "jit_compile": jit_compile,
-        "steps_per_execution": min(steps_per_execution, work.steps_per_epoch(batch)),
         "switch_epoch": switch_epoch,
-        "train_examples": int(work.train_examples),
-        "validation_examples": int(work.validation_examples),
     }
     return CompareResults(runs=runs, settings=settings)

@@ -388,20 +388,20 @@ def surface_report(
     Returns:
         The `SurfaceResult`.
     """
-    from keras_optlab.lab.report import ReportFolder, write_json
+    from keras_optlab.lab.report import check_out_folder, publish, write_json
 
     with as_usage_error():
         test_function(function)
-    staging = ReportFolder(out)
-    try:
-        result = surface(function, optimizers, DEFAULT_STEPS if steps is None else steps, start, learning_rates)
-        result.plot(os.path.join(staging.path, "surface.png"), close=True)
+        folder = check_out_folder(out)
+    result = surface(function, optimizers, DEFAULT_STEPS if steps is None else steps, start, learning_rates)
+
+    def write(staging):
+        result.plot(os.path.join(staging, "surface.png"), close=True)
         if gif:
-            result.animate(os.path.join(staging.path, "surface.gif"))
-        write_json(result.to_dict(), os.path.join(staging.path, "results.json"))
-        staging.commit()
-    finally:
-        staging.discard()
+            result.animate(os.path.join(staging, "surface.gif"))
+        write_json(result.to_dict(), os.path.join(staging, "results.json"))
+
+    publish(folder, write)
     if verbose:
         f = result.function
         for name, points in result.paths.items():

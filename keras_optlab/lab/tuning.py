@@ -27,7 +27,7 @@ attributes), so running the same command again continues where the last one
 stopped. The storage runs Optuna's heartbeat: a trial whose process died
 (SIGKILL, a lost machine) stops sending it and is marked failed after
 `3 × heartbeat_interval` seconds, then retried once; it does not count as
-finished. Several processes pointed at one storage share the work: each
+finished (`keras_optlab.lab.study`). Several processes pointed at one storage share the work: each
 starts a trial only while fewer than `trials` are finished, so a candidate
 ends with between `trials` and `trials + workers − 1` finished trials;
 evaluation runs are taken in a different order by each process and skipped
@@ -37,6 +37,10 @@ trials still running elsewhere, so every process picks the same best trial.
 A study remembers the settings it was made with (workload fingerprint,
 epochs, batch size, metric, search space, backend); a command that differs
 is refused before anything is written.
+
+Every run trains through one `keras_optlab.lab.engine.Engine`: each
+candidate is compiled once and its trials and seeds reuse the compiled
+step, starting from exactly the state a fresh build would have.
 """
 
 from __future__ import annotations
@@ -46,22 +50,16 @@ import math
 import os
 import pathlib
 import random
-import shutil
-import tempfile
 import time
 import warnings
 from typing import Any, Callable, Mapping, Sequence
 
-from keras_optlab.lab import plots, report, tune_report
+from keras_optlab.lab import plots, report, study as studies_, tune_report
 from keras_optlab.lab.candidates import Candidate
 from keras_optlab.lab.errors import UsageError, as_usage_error
-from keras_optlab.lab.records import (
-    CandidateOutcome,
-    RunRecord,
-    TrialRecord,
-    TuneRecords,
-    best_index,
-)
+from keras_optlab.lab.records import CandidateOutcome, RunRecord, TuneRecords, best_index
+from keras_optlab.lab.settings import RunSettings
+from keras_optlab.lab.study import HEARTBEAT_INTERVAL  # noqa: F401 - part of this module's API
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,14 +82,7 @@ DEFAULT_CANDIDATES = ("adam", "radam", "nag")
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_OUT = "optlab-tune"
 DEFAULT_STUDY = "optlab"
-STORAGE_FILE = "study.sqlite3"
-HEARTBEAT_INTERVAL = 10
-# A trial is stale after this many heartbeat intervals without one.
-GRACE_INTERVALS = 3
-SETTINGS_ATTR = "optlab_settings"
-RUN_ATTR_PREFIX = "run:"
 FORMAT = "keras_optlab.tune/1"
-ONE_MINUS = "1-"
 
 
 class TuneResults(TuneRecords):
@@ -124,182 +115,27 @@ class TuneResults(TuneRecords):
         """Writes `report.md`, `results.json` and the pictures into `folder`
         (created if needed; other files there, such as the study, are kept).
         Each file is written in full beside the folder first, then moved in."""
-        return publish(self, folder)
+        return str(report.publish(folder, lambda staging: tune_report.write_tune_report(self, staging)))
 
-
-def publish(results: TuneRecords, folder: str | os.PathLike) -> str:
-    target = pathlib.Path(folder).expanduser().absolute()
-    target.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=".report.partial-", dir=target))
-    try:
-        tune_report.write_tune_report(results, staging)
-        # results.json last: a folder whose results.json is new has every file new.
-        names = sorted(p.name for p in staging.iterdir())
-        names.sort(key=lambda n: n == "results.json")
-        for name in names:
-            os.replace(staging / name, target / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(target)
-
-
-# --- search space <-> Optuna ---------------------------------------------
-
-def _suggest(trial, name: str, dimension) -> Any:
-    from keras_optlab import search_space as space
-
-    if isinstance(dimension, space.IntUniform):
-        return trial.suggest_int(name, int(dimension.low), int(dimension.high))
-    if isinstance(dimension, space.OneMinusLogUniform):
-        complement = trial.suggest_float(ONE_MINUS + name, 1 - dimension.high, 1 - dimension.low, log=True)
-        return 1.0 - complement
-    return trial.suggest_float(
-        name, dimension.low, dimension.high, log=isinstance(dimension, space.LogUniform)
-    )
-
-
-def _to_optuna(space_: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    from keras_optlab import search_space as space
-
-    out = {}
-    for name, dimension in space_.items():
-        value = values[name]
-        if isinstance(dimension, space.OneMinusLogUniform):
-            out[ONE_MINUS + name] = 1.0 - value
-        else:
-            out[name] = value
-    return out
-
-
-def _from_optuna(params: Mapping[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, value in params.items():
-        if name.startswith(ONE_MINUS):
-            out[name[len(ONE_MINUS):]] = 1.0 - value
-        else:
-            out[name] = value
-    return out
-
-
-# --- storage ----------------------------------------------------------------
-
-def redact(url: str) -> str:
-    """The URL with any password hidden."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL that does not parse is shown as given
-        return url
-
-
-def check_storage_url(url: str) -> str:
-    """Checks that SQLAlchemy can parse `url` and knows its dialect."""
-    if not isinstance(url, str) or not url.strip():
-        raise UsageError(f"Argument `storage` must be a database URL. Received: storage={url!r}")
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-        parsed.get_dialect()
-    except Exception as error:  # noqa: BLE001 - ArgumentError, NoSuchModuleError, ImportError
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UsageError(
-            f"Bad storage URL {redact(url)!r}: {reason}. Give a database URL such as "
-            "sqlite:///study.sqlite3 or postgresql://user@host/db."
-        ) from None
-    return url
-
-
-def open_storage(url: str, heartbeat_interval: int):
-    """An Optuna `RDBStorage` with heartbeats (see the module)."""
-    import optuna
-
-    engine_kwargs = {}
-    if url.startswith("sqlite"):
-        # Several processes write one file: wait for the lock instead of
-        # failing at once.
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-    import sqlalchemy.exc
-
-    for attempt in range(5):
-        try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=GRACE_INTERVALS * heartbeat_interval,
-                heartbeat_stale_trial_callback=retry,
-            )
-        except sqlalchemy.exc.DBAPIError as error:
-            # Workers starting together on a new database race to create
-            # its tables; the loser finds them made on the next attempt.
-            if attempt == 4 or not isinstance(
-                error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError)
-            ):
-                failure = error
-                break
-            time.sleep(0.5 + random.random())
-        except Exception as error:  # noqa: BLE001 - no driver, not a database
-            failure = error
-            break
-    reason = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
-    raise UsageError(f"Cannot open storage {redact(url)!r}: {reason}")
-
-
-def _study_names(storage) -> set[str]:
-    return {s.study_name for s in storage.get_all_studies()}
-
-
-def _check_out_folder(out: str) -> pathlib.Path:
-    """The folder may be new, empty, or hold an earlier tune (its study or
-    its report); a file or a folder of other things is refused."""
-    folder = pathlib.Path(out).expanduser().absolute()
-    if folder.is_file():
-        raise UsageError(f"Output folder {out!r} is an existing file.")
-    if folder.is_dir():
-        names = {p.name for p in folder.iterdir()}
-        ours = STORAGE_FILE in names or report.is_report_folder(folder)
-        if names and not ours:
-            raise UsageError(
-                f"Output folder {out!r} exists and is not an optlab report; choose another --out."
-            )
-        if not os.access(folder, os.W_OK):
-            raise UsageError(f"Cannot write output folder {out!r}: permission denied.")
-    else:
-        parent = folder.parent
-        while not parent.exists():
-            parent = parent.parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise UsageError(f"Cannot write output folder {out!r}: {parent} is not a writable folder.")
-    return folder
-
-
-# --- the driver -----------------------------------------------------------
 
 @dataclasses.dataclass
 class _Plan:
+    """The checked arguments of one `tune` call."""
+
+    run: RunSettings
     candidates: list[Candidate]
     spaces: dict[str, dict[str, Any]]
     trials: int
     seeds: int
-    epochs: int
-    batch_size: int
-    seed: int
     study: str
     storage_url: str | None
     out: pathlib.Path | None
     target: float | None
-    jit_compile: bool | str
-    steps_per_execution: int
     heartbeat_interval: int
-    verbose: int
-    say: Callable[[str], None]
-    storage_shown: str = "memory"
-    storage: Any = None
+
+    @property
+    def evaluation_seeds(self) -> list[int]:
+        return [self.run.seed + 1 + k for k in range(self.seeds)]
 
 
 def tune(
@@ -388,17 +224,29 @@ def tune(
     """
     started = time.perf_counter()
     plan = _check_arguments(
-        candidates, budget, trials, seeds, epochs, batch_size, seed, out, storage,
-        study, target, learning_rate_ranges, jit_compile, steps_per_execution,
-        heartbeat_interval, verbose, log,
+        candidates=candidates, budget=budget, trials=trials, seeds=seeds, epochs=epochs,
+        batch_size=batch_size, seed=seed, out=out, storage=storage, study=study,
+        target=target, learning_rate_ranges=learning_rate_ranges, jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution, heartbeat_interval=heartbeat_interval,
+        verbose=verbose, log=log,
     )
     from keras_optlab.lab import workload as workloads
+    from keras_optlab.lab.engine import Engine
 
-    work = workloads.make_workload(model, data, loss, metric, seed=plan.seed)
+    work = workloads.make_workload(model, data, loss, metric, seed=plan.run.seed)
     _quiet_optuna()
-    studies = _open_studies(plan, work)
-    runner = _Runner(plan, work, studies, started)
+    storage, shown = _open_storage(plan)
+    opened = studies_.open_studies(
+        storage, shown, plan.study, plan.candidates, plan.spaces, _wanted_settings(plan, work),
+        minimise=work.minimise, trials=plan.trials, epochs=plan.run.epochs,
+    )
+    engine = Engine(
+        work, epochs=plan.run.epochs, batch_size=plan.run.batch_size,
+        jit_compile=plan.run.jit_compile, steps_per_execution=plan.run.steps_per_execution,
+    )
+    runner = _Runner(plan, work, engine, opened, storage)
     results = runner.run()
+    results.settings["storage"] = shown
     results.wall_seconds = time.perf_counter() - started
     if plan.out is not None:
         results.save(str(plan.out))
@@ -413,172 +261,84 @@ def _quiet_optuna() -> None:
 
 
 def _check_arguments(
-    candidates, budget, trials, seeds, epochs, batch_size, seed, out, storage,
+    *, candidates, budget, trials, seeds, epochs, batch_size, seed, out, storage,
     study, target, learning_rate_ranges, jit_compile, steps_per_execution,
     heartbeat_interval, verbose, log,
 ) -> _Plan:
     from keras_optlab import _validation
     from keras_optlab.lab import candidates as parser
-    from keras_optlab.lab import training
+    from keras_optlab.lab import settings as shared
 
     with as_usage_error():
         chosen = parser.parse_candidates(
             list(DEFAULT_CANDIDATES) if candidates is None else candidates, "candidates"
         )
         if budget not in BUDGETS:
-            raise UsageError(
-                f"Unknown budget {budget!r}. Known budgets: {', '.join(BUDGETS)}."
-            )
+            raise UsageError(f"Unknown budget {budget!r}. Known budgets: {', '.join(BUDGETS)}.")
         plan_budget = BUDGETS[budget]
+        run = shared.check_run_settings(
+            epochs=plan_budget.epochs if epochs is None else epochs, batch_size=batch_size,
+            seed=seed, jit_compile=jit_compile, steps_per_execution=steps_per_execution,
+            verbose=verbose, log=log,
+        )
         trials = plan_budget.trials if trials is None else _validation.check_int("trials", trials, low=1)
         seeds = plan_budget.seeds if seeds is None else _validation.check_int("seeds", seeds, low=1)
-        epochs = plan_budget.epochs if epochs is None else _validation.check_int("epochs", epochs, low=1)
-        batch_size = _validation.check_int("batch_size", batch_size, low=1)
-        seed = _validation.check_int("seed", seed, low=0)
         heartbeat_interval = _validation.check_int("heartbeat_interval", heartbeat_interval, low=1)
-        verbose = _validation.check_int("verbose", verbose, low=0, high=2)
-        steps_per_execution = training.steps_per_execution(steps_per_execution)
-        if jit_compile != "auto":
-            _validation.check_bool("jit_compile", jit_compile)
         if target is not None:
             target = _validation.check_float("target", target)
         if not isinstance(study, str) or not study.strip():
             raise UsageError(f"Argument `study` must be a non-empty name. Received: study={study!r}")
-        ranges = {}
-        for name, pair in dict(learning_rate_ranges or {}).items():
-            key = parser.parse_candidate(name).name
-            if key not in {c.name for c in chosen}:
-                raise UsageError(f"A learning-rate range is given for {name!r}, which is not tuned.")
-            try:
-                low, high = (float(v) for v in pair)
-            except (TypeError, ValueError):
-                raise UsageError(
-                    f"The learning-rate range of {name!r} must be two numbers LOW,HIGH. Received: {pair!r}"
-                ) from None
-            if not (0 < low < high and math.isfinite(high)):
-                raise UsageError(
-                    f"The learning-rate range of {name!r} must satisfy 0 < LOW < HIGH. "
-                    f"Received: {low:g},{high:g}"
-                )
-            ranges[key] = (low, high)
+        ranges = shared.per_candidate(learning_rate_ranges, chosen, "learning-rate range", shared.check_range)
         spaces = {c.name: c.search_space(ranges.get(c.name)) for c in chosen}
-        folder = None if out is None else _check_out_folder(out)
+        folder = None if out is None else report.check_out_folder(out, study=True)
         if storage is None and folder is not None:
-            storage_url = f"sqlite:///{folder / STORAGE_FILE}"
+            storage_url = f"sqlite:///{folder / report.STUDY_FILE}"
         else:
-            storage_url = None if storage is None else check_storage_url(storage)
+            storage_url = None if storage is None else studies_.check_storage_url(storage)
     return _Plan(
-        candidates=chosen, spaces=spaces, trials=trials, seeds=seeds, epochs=epochs,
-        batch_size=batch_size, seed=seed, study=study.strip(), storage_url=storage_url,
-        out=folder, target=target, jit_compile=jit_compile,
-        steps_per_execution=steps_per_execution, heartbeat_interval=heartbeat_interval,
-        verbose=verbose, say=log or (lambda line: print(line, flush=True)),
+        run=run, candidates=chosen, spaces=spaces, trials=trials, seeds=seeds,
+        study=study.strip(), storage_url=storage_url, out=folder, target=target,
+        heartbeat_interval=heartbeat_interval,
     )
 
 
-def _settings_for(plan: _Plan, work, candidate: Candidate, weights_sha: str) -> dict[str, Any]:
-    import keras
-
-    return {
-        "format": FORMAT,
-        "candidate": candidate.name,
-        "space": {k: d.to_dict() for k, d in plan.spaces[candidate.name].items()},
-        "model": work.model_name,
-        "data": work.data_name,
-        "data_sha256": work.data_sha256,
-        "initial_weights_sha256": weights_sha,
-        "loss": work.loss_name,
-        "monitor": work.monitor,
-        "mode": "min" if work.minimise else "max",
-        "epochs": plan.epochs,
-        "batch_size": plan.batch_size if work.arrays else None,
-        "tuning_seed": plan.seed,
-        "backend": keras.backend.backend(),
-    }
-
-
-def _differences(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    keys = sorted(set(stored) | set(wanted))
-    return [key for key in keys if stored.get(key) != wanted.get(key)]
-
-
-def _open_studies(plan: _Plan, work) -> dict[str, Any]:
-    """Checks every existing study against this command before creating
-    anything, then creates the missing ones with their default trial."""
+def _open_storage(plan: _Plan) -> tuple[Any, str]:
     import optuna
+
+    if plan.storage_url is None:
+        return optuna.storages.InMemoryStorage(), "memory"
+    if plan.out is not None and plan.storage_url == f"sqlite:///{plan.out / report.STUDY_FILE}":
+        plan.out.mkdir(parents=True, exist_ok=True)
+    storage = studies_.open_storage(plan.storage_url, plan.heartbeat_interval)
+    return storage, studies_.redact(plan.storage_url)
+
+
+def _wanted_settings(plan: _Plan, work) -> dict[str, dict[str, Any]]:
+    """What each candidate's study must have been made with."""
+    import keras
 
     from keras_optlab.lab.records import weights_fingerprint
 
-    weights_sha = weights_fingerprint(work.template(plan.seed).get_weights())
-    wanted = {c.name: _settings_for(plan, work, c, weights_sha) for c in plan.candidates}
-    direction = "minimize" if work.minimise else "maximize"
-    if plan.storage_url is None:
-        storage = optuna.storages.InMemoryStorage()
-        shown = "memory"
-    else:
-        if plan.out is not None and plan.storage_url == f"sqlite:///{plan.out / STORAGE_FILE}":
-            plan.out.mkdir(parents=True, exist_ok=True)
-        storage = open_storage(plan.storage_url, plan.heartbeat_interval)
-        shown = redact(plan.storage_url)
-    existing = _study_names(storage)
-    for candidate in plan.candidates:
-        name = f"{plan.study}/{candidate.name}"
-        if name not in existing:
-            continue
-        loaded = optuna.load_study(study_name=name, storage=storage)
-        stored = loaded.user_attrs.get(SETTINGS_ATTR)
-        if not isinstance(stored, dict):
-            raise UsageError(
-                f"Study {name!r} in {shown} was not made by optlab tune; name another --study."
-            )
-        keys = _differences(stored, wanted[candidate.name])
-        if keys:
-            was = ", ".join(f"{k}={_short(stored.get(k))}" for k in keys)
-            now = ", ".join(f"{k}={_short(wanted[candidate.name].get(k))}" for k in keys)
-            raise UsageError(
-                f"Study {name!r} in {shown} was made with {was}; this command has {now}. "
-                "Use the study's settings, or name another --study."
-            )
-    studies = {}
-    for candidate in plan.candidates:
-        name = f"{plan.study}/{candidate.name}"
-        created = optuna.create_study(
-            study_name=name, storage=storage, direction=direction, load_if_exists=True,
-            sampler=_sampler(plan), pruner=_pruner(plan),
-        )
-        if SETTINGS_ATTR not in created.user_attrs:
-            created.set_user_attr(SETTINGS_ATTR, wanted[candidate.name])
-            space_ = plan.spaces[candidate.name]
-            defaults = {k: d.default for k, d in space_.items()}
-            if all(d.contains(defaults[k]) for k, d in space_.items()):
-                created.enqueue_trial(
-                    _to_optuna(space_, defaults), user_attrs={"default": True}, skip_if_exists=True
-                )
-        studies[candidate.name] = created
-    plan.storage_shown = shown
-    plan.storage = storage
-    return studies
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _sampler(plan: _Plan):
-    import optuna
-
-    return optuna.samplers.TPESampler(
-        n_startup_trials=max(3, plan.trials // 4), constant_liar=True
-    )
-
-
-def _pruner(plan: _Plan):
-    import optuna
-
-    return optuna.pruners.MedianPruner(
-        n_startup_trials=max(2, plan.trials // 4), n_warmup_steps=max(1, plan.epochs // 4)
-    )
+    weights_sha = weights_fingerprint(work.template(plan.run.seed).get_weights())
+    return {
+        candidate.name: {
+            "format": FORMAT,
+            "candidate": candidate.name,
+            "space": {k: d.to_dict() for k, d in plan.spaces[candidate.name].items()},
+            "model": work.model_name,
+            "data": work.data_name,
+            "data_sha256": work.data_sha256,
+            "initial_weights_sha256": weights_sha,
+            "loss": work.loss_name,
+            "monitor": work.monitor,
+            "mode": "min" if work.minimise else "max",
+            "epochs": plan.run.epochs,
+            "batch_size": plan.run.batch_size if work.arrays else None,
+            "tuning_seed": plan.run.seed,
+            "backend": keras.backend.backend(),
+        }
+        for candidate in plan.candidates
+    }
 
 
 class _Diverged(Exception):
@@ -588,28 +348,22 @@ class _Diverged(Exception):
 class _Runner:
     """Runs the searches, then the evaluation runs, reporting progress."""
 
-    def __init__(self, plan: _Plan, work, studies: Mapping[str, Any], started: float):
+    def __init__(self, plan: _Plan, work, engine, studies: Mapping[str, Any], storage: Any):
         self.plan = plan
         self.work = work
+        self.engine = engine
         self.studies = studies
-        self.started = started
+        self.storage = storage
         self.seconds: dict[str, list[float]] = {}
         self.units_done = 0
         self.units: list[tuple[Candidate, str, int | None, int]] | None = None
-        self.weights: dict[int, list] = {}
 
     # progress ---------------------------------------------------------
-    def _finished(self, study) -> int:
-        import optuna
-
-        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        return len(study.get_trials(deepcopy=False, states=states))
-
     def _left(self) -> tuple[int, int]:
-        trials_left = sum(max(0, self.plan.trials - self._finished(s)) for s in self.studies.values())
+        trials_left = sum(max(0, self.plan.trials - studies_.finished(s)) for s in self.studies.values())
         runs_left = 0
         for name, study in self.studies.items():
-            stored = _stored_runs(study)
+            stored = studies_.stored_runs(study)
             if self.units is not None:
                 runs_left += sum(
                     1 for c, role, number, seed in self.units
@@ -618,7 +372,7 @@ class _Runner:
                 continue
             # Before the best settings are known: the default and a tuned
             # run for each seed.
-            for seed in self._eval_seeds():
+            for seed in self.plan.evaluation_seeds:
                 runs_left += ("default", None, seed) not in stored
                 runs_left += not any(r == "tuned" and s == seed for r, _, s in stored)
         return trials_left, runs_left
@@ -629,36 +383,22 @@ class _Runner:
         run of every epoch)."""
         self.seconds.setdefault(kind, []).append(seconds)
         self.units_done += 1
-        if not self.plan.verbose:
+        if not self.plan.run.verbose:
             return
         trials_left, runs_left = self._left()
         trial_times = self.seconds.get("trial") or self.seconds.get("full") or [seconds]
         full_times = self.seconds.get("full") or trial_times
         estimate = trials_left * _mean(trial_times) + runs_left * _mean(full_times)
         eta = f"about {_duration(estimate)} to go" if trials_left + runs_left else "nothing left"
-        self.plan.say(
+        self.plan.run.say(
             f"[tune] {what}; {self.units_done} done here, {trials_left} trial"
             f"{'' if trials_left == 1 else 's'} and {runs_left} seed run{'' if runs_left == 1 else 's'} "
             f"left, {eta}"
         )
 
     # runs -------------------------------------------------------------
-    def _eval_seeds(self) -> list[int]:
-        return [self.plan.seed + 1 + k for k in range(self.plan.seeds)]
-
-    def _initial_weights(self, seed: int):
-        if seed not in self.weights:
-            self.weights[seed] = self.work.template(seed).get_weights()
-        return self.weights[seed]
-
     def _train(self, candidate: Candidate, params, seed: int, on_epoch=None) -> RunRecord:
-        from keras_optlab.lab import training
-
-        return training.run(
-            self.work, candidate, params, seed, self._initial_weights(seed),
-            self.plan.epochs, self.plan.batch_size, self.plan.jit_compile,
-            self.plan.steps_per_execution, 0, None, on_epoch,
-        )
+        return self.engine.run(candidate, params, seed, on_epoch=on_epoch)
 
     def _objective(self, candidate: Candidate):
         import optuna
@@ -667,7 +407,7 @@ class _Runner:
         monitor = self.work.monitor
 
         def objective(trial) -> float:
-            params = {name: _suggest(trial, name, d) for name, d in space_.items()}
+            params = {name: studies_.suggest(trial, name, d) for name, d in space_.items()}
             values: list[float] = []
 
             def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
@@ -685,7 +425,7 @@ class _Runner:
                     raise optuna.TrialPruned()
 
             try:
-                self._train(candidate, params, self.plan.seed, on_epoch)
+                self._train(candidate, params, self.plan.run.seed, on_epoch)
             except _Diverged:
                 trial.set_user_attr("diverged", True)
                 raise optuna.TrialPruned() from None
@@ -696,7 +436,7 @@ class _Runner:
     def _search(self, candidate: Candidate) -> None:
         study = self.studies[candidate.name]
         objective = self._objective(candidate)
-        while self._finished(study) < self.plan.trials:
+        while studies_.finished(study) < self.plan.trials:
             began = time.perf_counter()
             before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
             study.optimize(objective, n_trials=1, catch=())
@@ -717,14 +457,14 @@ class _Runner:
             running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
             if not running:
                 return
-            if not announced and self.plan.verbose:
-                self.plan.say(
+            if not announced and self.plan.run.verbose:
+                self.plan.run.say(
                     f"[tune] {study.study_name}: waiting for {len(running)} trial(s) running elsewhere"
                 )
                 announced = True
             optuna.storages.fail_stale_trials(study)
-            _fail_silent_trials(
-                study, self.plan.storage, running, GRACE_INTERVALS * self.plan.heartbeat_interval
+            studies_.fail_silent_trials(
+                study, self.storage, running, studies_.GRACE_INTERVALS * self.plan.heartbeat_interval
             )
             time.sleep(1.0)
 
@@ -736,11 +476,11 @@ class _Runner:
         for candidate in self.plan.candidates:
             study = self.studies[candidate.name]
             self._wait_for_running(study)
-            best[candidate.name] = _best_setting(study, candidate, self.plan.spaces[candidate.name])
+            best[candidate.name] = studies_.best_setting(study, candidate, self.plan.spaces[candidate.name])
             number = best[candidate.name][0]
-            for seed in self._eval_seeds():
+            for seed in self.plan.evaluation_seeds:
                 units.append((candidate, "default", None, seed))
-                if number is not None and not _is_default_trial(study, number):
+                if number is not None and not studies_.is_default_trial(study, number):
                     units.append((candidate, "tuned", number, seed))
         self.units = units
         # Each process starts at its own place in the list, so that workers
@@ -748,12 +488,12 @@ class _Runner:
         offset = random.Random(os.getpid()).randrange(len(units)) if units else 0
         for candidate, role, number, seed in units[offset:] + units[:offset]:
             study = self.studies[candidate.name]
-            if (role, number, seed) in _stored_runs(study):
+            if (role, number, seed) in studies_.stored_runs(study):
                 continue
             params = candidate.defaults() if role == "default" else best[candidate.name][1]
             began = time.perf_counter()
             record = self._train(candidate, params, seed)
-            study.set_user_attr(_run_key(role, number, seed), record.to_dict())
+            study.set_user_attr(studies_.run_key(role, number, seed), record.to_dict())
             value = record.metric_summary(self.work.monitor, self.work.minimise)["best"]
             self._progress(
                 f"{candidate.name} {role} seed {seed}: best {self.work.monitor} {value:.4g}",
@@ -763,18 +503,16 @@ class _Runner:
         return self._collect(best)
 
     def _collect(self, best) -> TuneResults:
-        import keras
-
         outcomes = []
         for candidate in self.plan.candidates:
             study = self.studies[candidate.name]
             number, params = best[candidate.name]
-            stored = _stored_runs(study)
-            default_runs = [stored[("default", None, s)] for s in self._eval_seeds() if ("default", None, s) in stored]
-            if number is not None and _is_default_trial(study, number):
+            stored = studies_.stored_runs(study)
+            default_runs = [stored[("default", None, s)] for s in self.plan.evaluation_seeds if ("default", None, s) in stored]
+            if number is not None and studies_.is_default_trial(study, number):
                 tuned_runs = default_runs
             else:
-                tuned_runs = [stored[("tuned", number, s)] for s in self._eval_seeds() if ("tuned", number, s) in stored]
+                tuned_runs = [stored[("tuned", number, s)] for s in self.plan.evaluation_seeds if ("tuned", number, s) in stored]
             outcomes.append(
                 CandidateOutcome(
                     name=candidate.name,
@@ -782,136 +520,29 @@ class _Runner:
                     default_params=candidate.defaults(),
                     best_params=params,
                     best_trial=number,
-                    trials=_trial_records(study),
+                    trials=studies_.trial_records(study),
                     default_runs=default_runs,
                     tuned_runs=tuned_runs,
                 )
             )
+        from keras_optlab.lab import settings as shared
+
+        run = self.plan.run
         settings = {
-            "model": self.work.model_name,
-            "data": self.work.data_name,
-            "loss": self.work.loss_name,
-            "monitor": self.work.monitor,
-            "mode": "min" if self.work.minimise else "max",
-            "train_examples": self.work.train_examples,
-            "validation_examples": self.work.validation_examples,
-            "epochs": self.plan.epochs,
-            "batch_size": self.plan.batch_size if self.work.arrays else None,
+            **shared.describe(self.work, run, run.batch_size if self.work.arrays else None, self.engine),
             "trials": self.plan.trials,
             "seeds": self.plan.seeds,
-            "tuning_seed": self.plan.seed,
-            "evaluation_seeds": self._eval_seeds(),
+            "tuning_seed": run.seed,
+            "evaluation_seeds": self.plan.evaluation_seeds,
             "target": self.plan.target,
             "study": self.plan.study,
-            "storage": self.plan.storage_shown,
             "sampler": "TPE (Optuna), first trial at the defaults",
             "pruner": (
                 f"median (Optuna), after {max(2, self.plan.trials // 4)} trials and "
-                f"{max(1, self.plan.epochs // 4)} epochs"
+                f"{max(1, run.epochs // 4)} epochs"
             ),
-            "backend": keras.backend.backend(),
-            "keras_version": keras.__version__,
-            "jit_compile": self.plan.jit_compile,
-            "steps_per_execution": self.plan.steps_per_execution,
         }
         return TuneResults(candidates=outcomes, settings=settings)
-
-
-def _fail_silent_trials(study, storage, running, grace_seconds: float) -> None:
-    """Fails running trials that never sent a heartbeat and started more
-    than `grace_seconds` ago: a process killed between creating a trial and
-    its first heartbeat leaves one, and Optuna's stale-trial check only
-    looks at trials that have a heartbeat."""
-    import datetime
-
-    import optuna
-
-    engine = getattr(storage, "engine", None)
-    if engine is None or not running:
-        return
-    import sqlalchemy
-
-    try:
-        with engine.connect() as connection:
-            beating = {row[0] for row in connection.execute(
-                sqlalchemy.text("SELECT trial_id FROM trial_heartbeats")
-            )}
-    except Exception:  # noqa: BLE001 - another schema: leave it to Optuna
-        return
-    now = datetime.datetime.now()
-    callback = storage.get_heartbeat_stale_trial_callback()
-    for trial in running:
-        started = trial.datetime_start
-        if trial._trial_id in beating or started is None:
-            continue
-        if (now - started).total_seconds() <= grace_seconds:
-            continue
-        try:
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        except Exception:  # noqa: BLE001 - another process failed it first
-            continue
-        if callback is not None:
-            callback(study, study.get_trials(deepcopy=True)[trial.number])
-
-
-def _run_key(role: str, number: int | None, seed: int) -> str:
-    middle = "default" if role == "default" else f"tuned:{number}"
-    return f"{RUN_ATTR_PREFIX}{middle}:seed={seed}"
-
-
-def _stored_runs(study) -> dict[tuple[str, int | None, int], RunRecord]:
-    out = {}
-    for key, value in study.user_attrs.items():
-        if not key.startswith(RUN_ATTR_PREFIX):
-            continue
-        parts = key[len(RUN_ATTR_PREFIX):].split(":")
-        seed = int(parts[-1].removeprefix("seed="))
-        if parts[0] == "default":
-            out[("default", None, seed)] = RunRecord.from_dict(value)
-        else:
-            out[("tuned", int(parts[1]), seed)] = RunRecord.from_dict(value)
-    return out
-
-
-def _is_default_trial(study, number: int) -> bool:
-    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    return bool(trial.user_attrs.get("default"))
-
-
-def _best_setting(study, candidate: Candidate, space_) -> tuple[int | None, dict[str, Any]]:
-    """The best finished trial (complete, or pruned by its best epoch:
-    Optuna's own `best_trial` sees complete trials only) and its setting."""
-    records = [t for t in _trial_records(study) if t.state in ("complete", "pruned") and t.values]
-    minimise = study.direction.name == "MINIMIZE"
-    complete = [t for t in records if t.state == "complete"] or records
-    if not complete:
-        return None, candidate.defaults()
-    values = [t.best(minimise) for t in complete]
-    chosen = complete[best_index(values, minimise)]
-    if chosen.is_default:
-        return chosen.number, candidate.defaults()
-    return chosen.number, {**candidate.defaults(), **chosen.params}
-
-
-def _trial_records(study) -> list[TrialRecord]:
-    records = []
-    for trial in study.get_trials(deepcopy=False):
-        seconds = None
-        if trial.datetime_start is not None and trial.datetime_complete is not None:
-            seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
-        values = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
-        records.append(
-            TrialRecord(
-                number=trial.number,
-                state=trial.state.name.lower(),
-                params=_from_optuna(trial.params),
-                values=[float(v) for v in values],
-                seconds=seconds,
-                diverged=bool(trial.user_attrs.get("diverged", False)),
-                is_default=bool(trial.user_attrs.get("default", False)),
-            )
-        )
-    return records
 
 
 def _trial_text(name: str, trials, monitor: str) -> str:

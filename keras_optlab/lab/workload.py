@@ -42,10 +42,6 @@ from keras_optlab.lab.records import weights_fingerprint
 
 ARRAY_KEYS = ("x_train", "y_train", "x_val", "y_val")
 _OBJECT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_MINIMISED_SUFFIXES = (
-    "loss", "error", "mse", "mae", "mape", "msle", "crossentropy", "hinge",
-    "divergence", "poisson", "logcosh",
-)
 
 
 def is_object_path(text: Any) -> bool:
@@ -82,8 +78,11 @@ def _one_line(error: BaseException) -> str:
 
 
 def minimised(metric: str) -> bool:
-    """Whether a metric is better low (losses and errors) or high."""
-    return metric.removeprefix("val_").lower().endswith(_MINIMISED_SUFFIXES)
+    """Whether a metric is better low (losses and errors) or high: the rule
+    of the monitoring callbacks, `keras_optlab.callbacks._monitor`."""
+    from keras_optlab.callbacks._monitor import is_minimised
+
+    return is_minimised(metric)
 
 
 @dataclasses.dataclass
@@ -162,6 +161,11 @@ class Workload:
             x = _sample(self.train)[0]
             model(x[:2])
         return model
+
+
+def sample(work: Workload) -> tuple[np.ndarray, np.ndarray]:
+    """Up to 256 training examples `(x, y)` of `work`."""
+    return _sample(work.train)
 
 
 def _sample(data: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -114,6 +114,12 @@ def choose(condition, when_true, when_false):
         return when_true
     if isinstance(when_true, bool) and isinstance(when_false, bool):
         return condition if when_true else ops.logical_not(condition)
+    # A variable (a hyperparameter held in one) as a tensor: JAX's `where`
+    # does not take it.
+    when_true, when_false = (
+        ops.convert_to_tensor(v) if isinstance(v, keras.Variable) else v
+        for v in (when_true, when_false)
+    )
     return ops.where(condition, when_true, when_false)
 
 

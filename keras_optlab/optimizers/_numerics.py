@@ -4,6 +4,11 @@ Scalar coefficients are computed in float32 from constants worked out in
 float64 on the host. `1 - beta**t` is formed as `-expm1(t * log(beta))`:
 computed naively in float32, `float32(0.999)` alone is off by 1.3e-5 in
 `1 - beta`, and the subtraction loses more for small `t`.
+
+A `beta` may also be a float32 scalar tensor or variable (the lab holds
+tuned hyperparameters in variables, so that a new value needs no new
+trace). The same expressions are then formed in the graph; they inherit
+float32's representation of `beta` (the 1.3e-5 above), and nothing else.
 """
 
 from __future__ import annotations
@@ -23,8 +28,15 @@ def step_count(optimizer):
     return ops.cast(optimizer.iterations + 1, "float32")
 
 
+def _on_host(value) -> bool:
+    return isinstance(value, (int, float))
+
+
 def one_minus_power(beta: float, step):
     """`1 - beta**step` in float32, accurate to a few ulps for beta in [0, 1)."""
+    if not _on_host(beta):
+        # log(0) = -inf gives expm1(-inf) = -1: 1 - 0**t = 1 for t >= 1.
+        return ops.negative(ops.expm1(step * ops.log(ops.cast(beta, "float32"))))
     if beta == 0.0:
         return ops.ones_like(step)
     return ops.negative(ops.expm1(step * math.log(beta)))
@@ -57,6 +69,8 @@ def radam_rho(beta_2: float, step):
     `(rho_inf - 2/L) + (2/L) (1 - x / expm1(x))`, whose pieces carry no
     cancellation in float32.
     """
+    if not _on_host(beta_2):
+        return _radam_rho_in_graph(ops.cast(beta_2, "float32"), step)
     rho_inf = 2.0 / (1.0 - beta_2) - 1.0
     if beta_2 == 0.0:
         return rho_inf, ops.full_like(step, rho_inf)
@@ -64,6 +78,17 @@ def radam_rho(beta_2: float, step):
     offset = rho_inf - 2.0 / log_beta
     rho_t = offset + (2.0 / log_beta) * _one_minus_x_over_expm1(step * log_beta)
     return rho_inf, rho_t
+
+
+def _radam_rho_in_graph(beta_2, step):
+    """`radam_rho` for a float32 tensor `beta_2` (`rho_inf` a tensor too)."""
+    rho_inf = 2.0 / (1.0 - beta_2) - 1.0
+    # beta_2 = 0 (L = inf) has rho_t = rho_inf = 1; kept finite on that side.
+    positive = ops.greater(beta_2, 0.0)
+    log_beta = ops.negative(ops.log(ops.where(positive, beta_2, 0.5)))
+    offset = rho_inf - 2.0 / log_beta
+    rho_t = offset + (2.0 / log_beta) * _one_minus_x_over_expm1(step * log_beta)
+    return rho_inf, ops.where(positive, rho_t, rho_inf)
 
 
 def radam_rectifier(beta_2: float, step, threshold: float):
@@ -74,14 +99,17 @@ def radam_rectifier(beta_2: float, step, threshold: float):
     rectified step never happens."""
     rho_inf, rho_t = radam_rho(beta_2, step)
     rectified = ops.greater_equal(rho_t, threshold)
-    if rho_inf <= 4.0:
+    if _on_host(rho_inf) and rho_inf <= 4.0:
         return rectified, ops.zeros_like(rho_t)
     # Clamped so that the value not taken stays finite.
     rho_safe = ops.maximum(rho_t, 4.0)
+    rho_inf_safe = rho_inf if _on_host(rho_inf) else ops.maximum(rho_inf, 5.0)
     rectifier = ops.sqrt(
-        (rho_safe - 4.0) * (rho_safe - 2.0) * rho_inf
-        / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_safe)
+        (rho_safe - 4.0) * (rho_safe - 2.0) * rho_inf_safe
+        / ((rho_inf_safe - 4.0) * (rho_inf_safe - 2.0) * rho_safe)
     )
+    if not _on_host(rho_inf):
+        rectifier = ops.where(ops.greater(rho_inf, 4.0), rectifier, 0.0)
     return rectified, rectifier
 
 

@@ -141,6 +141,11 @@ class AdaBound(SteerableOptimizer):
         self.amsbound = amsbound
         self._initial_learning_rate = _initial_rate(self._learning_rate)
 
+    # Attributes that hold the learning rate as given at construction: code
+    # that sets that rate after construction (the lab, between runs of one
+    # compiled model) sets these with it.
+    learning_rate_copies = ("_initial_learning_rate",)
+
     def build(self, var_list):
         if self.built:
             return

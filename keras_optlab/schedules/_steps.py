@@ -31,8 +31,13 @@ def power_of_constant(base: float, exponent):
     error of 4e-6 after 128 steps. The exponent is clamped so that
     `|exponent * log(base)| <= 80`: `exp` then neither overflows nor turns
     into NaN (exp(-80) is below any useful rate; exp(80) is finite in
-    float32).
+    float32). A `base` that is a float32 scalar tensor or variable (the lab
+    holds tuned values in variables) takes its logarithm in the graph.
     """
+    if not isinstance(base, (int, float)):
+        log_base = ops.log(ops.cast(base, DTYPE))
+        limit = 80.0 / ops.maximum(ops.abs(log_base), 1e-30)
+        return ops.exp(ops.clip(exponent, -limit, limit) * log_base)
     log_base = math.log(base)
     if log_base == 0.0:
         return ops.ones_like(exponent)

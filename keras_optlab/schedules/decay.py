@@ -99,7 +99,8 @@ class StepDecay(NamedSchedule):
 
     def rate(self, step):
         step = _steps.as_float_step(step)
-        period = float(self.decay_steps * (self.steps_per_epoch or 1))
+        # In the graph: the lab may hold `decay_steps` in a variable.
+        period = ops.cast(self.decay_steps, "float32") * float(self.steps_per_epoch or 1)
         drops = ops.floor(step / period)
         return self.initial_learning_rate * _steps.power_of_constant(self.decay_rate, drops)
 
