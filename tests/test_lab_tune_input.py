@@ -86,6 +86,23 @@ def test_user_model_and_npz_data_with_logits_are_tuned(workspace):
     assert len(results["candidates"][0]["tuned_runs"]) == 1
 
 
+def test_compare_trains_a_user_model_on_npz_data(workspace):
+    folder, module = workspace
+    status, _, stderr = run_cli(
+        ["compare", "--optimizers", "sgd,adam", "--model", f"{module}:classifier",
+         "--data", "classes.npz", "--epochs", "2", "--out", "report", "--quiet"]
+    )
+    assert status == 0, stderr
+    results = json.loads((folder / "report" / "results.json").read_text())
+    settings = results["settings"]
+    assert (settings["model"], settings["data"]) == (f"{module}:classifier", "classes.npz")
+    assert settings["train_examples"] == 60 and settings["validation_examples"] == 30
+    assert [run["optimizer"] for run in results["runs"]] == ["sgd", "adam"]
+    for run in results["runs"]:
+        assert len(run["history"]["val_accuracy"]) == 2
+    assert "| `adam` |" in (folder / "report" / "report.md").read_text()
+
+
 def test_regression_from_a_data_function_minimises_the_validation_loss(workspace):
     folder, module = workspace
     status, _, stderr = run_cli(
@@ -147,13 +164,8 @@ def existing_study(tmp_path_factory):
     return out
 
 
-BAD = {
-    "unknown candidate": (["--candidates", "adamx+step"], ["Unknown candidate 'adamx+step'", "Known optimizers:"]),
-    "unknown schedule": (["--candidates", "adam+stepp"], ["'stepp' is neither a schedule nor a callback"]),
-    "unknown budget": (["--budget", "huge"], ["Unknown budget 'huge'", "quick"]),
-    "zero trials": (["--trials", "0"], ["Argument `trials` must be in [1, inf). Received: trials=0"]),
-    "bad url": (["--storage", "not a url"], ["Bad storage URL"]),
-    "unknown database": (["--storage", "nosuchdb://host/x"], ["Bad storage URL", "nosuchdb"]),
+# Bad model or data: the same errors from `tune` and from `compare`.
+BAD_WORKLOAD = {
     "missing data": (["--data", "nothere.npz"], ["Cannot read data 'nothere.npz': no such file"]),
     "not an npz": (["--data", "fake.npz"], ["Cannot read data 'fake.npz'"]),
     "npz lacking arrays": (["--data", "partial.npz"], ["lacks x_val, y_val"]),
@@ -162,25 +174,41 @@ BAD = {
     "model is not a model": (["--model", "{module}:not_a_model"], ["must return a keras.Model"]),
     "missing module": (["--model", "no_such_module:build"], ["Cannot import 'no_such_module'"]),
     "model does not fit data": (["--model", "{module}:regressor"], ["does not accept the data"]),
+    "wrong array shapes": (["--data", "mismatched.npz"], ["x_train and x_val differ in shape per example"]),
+}
+BAD = {
+    **BAD_WORKLOAD,
+    "unknown candidate": (["--candidates", "adamx+step"], ["Unknown candidate 'adamx+step'", "Known optimizers:"]),
+    "unknown schedule": (["--candidates", "adam+stepp"], ["'stepp' is neither a schedule nor a callback"]),
+    "unknown budget": (["--budget", "huge"], ["Unknown budget 'huge'", "quick"]),
+    "zero trials": (["--trials", "0"], ["Argument `trials` must be in [1, inf). Received: trials=0"]),
+    "bad url": (["--storage", "not a url"], ["Bad storage URL"]),
+    "unknown database": (["--storage", "nosuchdb://host/x"], ["Bad storage URL", "nosuchdb"]),
     "bad lr range": (["--lr-range", "sgd=0.1,0.01"], ["0 < LOW < HIGH"]),
     "lr range of another": (["--lr-range", "adam=1e-4,1e-2"], ["'adam', which is not among the candidates"]),
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, workspace):
+COMMANDS = {"tune": ["tune", "--candidates", "sgd"], "compare": ["compare", "--optimizers", "sgd"]}
+CASES = [("tune", case) for case in sorted(BAD)] + [("compare", case) for case in sorted(BAD_WORKLOAD)]
+
+
+@pytest.mark.parametrize("command, case", CASES)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(command, case, workspace):
     folder, module = workspace
     (folder / "fake.npz").write_text("not an archive")
     np.savez(folder / "partial.npz", x_train=np.zeros((4, 2)), y_train=np.zeros(4))
+    np.savez(folder / "mismatched.npz", x_train=np.zeros((4, 6)), y_train=np.zeros(4, "int64"),
+             x_val=np.zeros((4, 5)), y_val=np.zeros(4, "int64"))
     extra, expected = BAD[case]
     extra = [part.format(module=module) for part in extra]
     before = sorted(p.name for p in folder.iterdir())
-    status, stdout, stderr = run_cli(["tune", "--candidates", "sgd", *extra, "--out", "report", "--quiet"])
+    status, stdout, stderr = run_cli([*COMMANDS[command], *extra, "--out", "report", "--quiet"])
     assert status == 2
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
     for text in expected:
         assert text in stderr
-    assert "[tune]" not in stdout
+    assert "[tune]" not in stdout and "run 1 of" not in stdout
     assert sorted(p.name for p in folder.iterdir()) == before  # no report folder
 
 

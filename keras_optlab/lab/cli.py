@@ -67,12 +67,31 @@ def _common(parser: argparse.ArgumentParser, out: str, out_help: str | None = No
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
-def _data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="digits", help="digits (default) or mnist1d")
+_DATA_HELP = (
+    "digits (default), mnist1d, a .npz file with x_train, y_train, x_val, y_val, "
+    "or package.module:function returning such arrays"
+)
+
+
+def _model_help() -> str:
     from keras_optlab.lab.models import MODELS
 
-    parser.add_argument("--model", default="mlp",
-                        help=f"{', '.join(MODELS)} (default: mlp); on mnist1d, the MNIST-1D paper's architectures")
+    return (
+        f"{', '.join(MODELS)} (default: mlp; on mnist1d, the MNIST-1D paper's architectures), "
+        "or package.module:function returning an uncompiled keras.Model"
+    )
+
+
+def _data_arguments(parser: argparse.ArgumentParser, user_data: bool = False) -> None:
+    if user_data:
+        parser.add_argument("--data", "--dataset", dest="data", default="digits", help=_DATA_HELP)
+        parser.add_argument("--model", default="mlp", help=_model_help())
+    else:
+        from keras_optlab.lab.models import MODELS
+
+        parser.add_argument("--dataset", default="digits", help="digits (default) or mnist1d")
+        parser.add_argument("--model", default="mlp",
+                            help=f"{', '.join(MODELS)} (default: mlp); on mnist1d, the MNIST-1D paper's architectures")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and batch order (default: 0)")
 
 
@@ -85,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     compare = commands.add_parser("compare", help="train one model with several optimizers from the same initial weights")
-    _data_arguments(compare)
+    _data_arguments(compare, user_data=True)
     compare.add_argument("--optimizers", type=_comma_list, default=None,
                          help="comma-separated candidates: registry names, optionally +schedule and +callback "
                               "such as adam+step or adam+plateau (default: the seed family, plus adam_then_sgd when registered)")
@@ -111,9 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=int, default=None, help="finished trials per candidate (default: the budget's)")
     tune.add_argument("--seeds", type=int, default=None, help="evaluation seeds (default: the budget's)")
     tune.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the budget's)")
-    tune.add_argument("--model", default="mlp", help="mlp (default), cnn, or package.module:function returning an uncompiled keras.Model")
-    tune.add_argument("--data", default="digits",
-                      help="digits (default), mnist1d, a .npz file with x_train, y_train, x_val, y_val, or package.module:function")
+    tune.add_argument("--model", default="mlp", help=_model_help())
+    tune.add_argument("--data", default="digits", help=_DATA_HELP)
     tune.add_argument("--loss", default=None, help="Keras loss name (default: from the labels)")
     tune.add_argument("--metric", default=None, help="validation metric to optimise, a Keras metric name or 'loss' (default: accuracy for classes, the loss otherwise)")
     tune.add_argument("--batch-size", type=int, default=32, help="examples per step with array data (default: 32)")
@@ -175,7 +193,7 @@ def _run_compare(args) -> None:
 
     results = runs.compare(
         optimizers=args.optimizers,
-        dataset=args.dataset,
+        data=args.data,
         model=args.model,
         epochs=runs.DEFAULT_EPOCHS if args.epochs is None else args.epochs,
         batch_size=_batch_size(args.batch_size, runs.DEFAULT_BATCH_SIZE),
