@@ -77,7 +77,7 @@ def _model_help() -> str:
     from keras_optlab.lab.models import MODELS
 
     return (
-        f"{', '.join(MODELS)} (default: mlp; on mnist1d, the MNIST-1D paper's architectures), "
+        f"{', '.join(MODELS)} (default: mlp), on mnist1d the MNIST-1D paper's architectures; "
         "or package.module:function returning an uncompiled keras.Model"
     )
 

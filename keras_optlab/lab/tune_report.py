@@ -1,4 +1,5 @@
-"""The text of a tuning report: `report.md` and `results.json`."""
+"""A tuning study's results and its report: `report.md`, `results.json`
+and the pictures."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, Mapping
 
 from keras_optlab.lab import plots
 from keras_optlab.lab.records import TuneRecords
-from keras_optlab.lab.report import write_json
+from keras_optlab.lab.report import publish, write_json
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -167,3 +168,36 @@ def write_tune_report(results: TuneRecords, folder: str | os.PathLike) -> None:
         f"Wall time of this process {results.wall_seconds:.1f} s. Every number is in `results.json`.\n",
     ]
     (folder / "report.md").write_text("\n".join(text))
+
+
+class TuneResults(TuneRecords):
+    """What `tune` measured (see `TuneRecords` for the numbers), with its
+    tables, pictures and report."""
+
+    def table(self) -> str:
+        """One row per candidate: tuned hyperparameters, mean ± 95 % CI of
+        the best and final validation metric, gain over the default, time."""
+        return results_table(self)
+
+    def pairwise_table(self) -> str:
+        """Which candidates the seeds can tell apart (Welch's t-test, 5 %)."""
+        return pairwise_table(self)
+
+    def plot_sensitivity(self, path: str | None = None) -> Any:
+        """Validation metric against learning rate, every trial, per candidate."""
+        return plots.plot_sensitivity(self, path)
+
+    def plot_progress(self, path: str | None = None) -> Any:
+        """Best value so far against trial number, per candidate."""
+        return plots.plot_progress(self, path)
+
+    def plot_seeds(self, path: str | None = None) -> Any:
+        """Validation metric per epoch of the tuned setting over the
+        evaluation seeds: mean and the band between the lowest and highest."""
+        return plots.plot_seeds(self, path)
+
+    def save(self, folder: str) -> str:
+        """Writes `report.md`, `results.json` and the pictures into `folder`
+        (created if needed; other files there, such as the study, are kept).
+        Each file is written in full beside the folder first, then moved in."""
+        return str(publish(folder, lambda staging: write_tune_report(self, staging)))
