@@ -34,6 +34,7 @@ def child(repetitions: int) -> None:
     sys.path[:0] = [str(HERE), str(HERE.parent)]
     import bench_compare
     import bench_copies
+    import bench_engine
     import bench_optimizers
     import bench_traces
     import bench_train_step
@@ -54,6 +55,7 @@ def child(repetitions: int) -> None:
         },
         "traces": bench_traces.run_backend(),
         "copies": bench_copies.run_backend(),
+        "engine": bench_engine.run_backend(),
     }
     print("RESULT " + json.dumps(result))
 
@@ -106,6 +108,7 @@ def summarise(raw: dict) -> dict:
         }
     summary["traces"] = raw["traces"]
     summary["copies"] = raw["copies"]
+    summary["engine"] = raw["engine"]
     return summary
 
 
@@ -150,6 +153,12 @@ def print_table(results: dict) -> None:
             f"{results['backends'][b]['copies'][case]:14.1f}" for b in backends))
     if not copied:
         print("(none)")
+    print("\nthe lab's trial engine: Adam runs of optlab tune's default workload (digits MLP, "
+          "8 epochs), a fresh build per run against one compiled model reused")
+    import bench_engine
+
+    for backend in backends:
+        print(f"{backend:12}{bench_engine.describe(results['backends'][backend]['engine'])}")
     print("\n* misses the goal; see docs/benchmarks.md")
 
 
