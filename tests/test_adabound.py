@@ -6,15 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import (
-    apply_trajectory,
-    JIT_COMPILE,
-    apply_once,
-    assert_weights_close,
-    optimizer_state,
-    regression_data,
-    small_model,
-)
+from conftest import apply_trajectory, assert_weights_close, compiled_apply, optimizer_state
 from keras_optlab import optimizers
 from keras_optlab.optimizers import AdaBound
 
@@ -130,30 +122,38 @@ def test_huge_bounds_equal_no_bounds():
     np.testing.assert_allclose(bounded, unbounded, rtol=1e-6, atol=1e-7)
 
 
-def test_compiled_fit_equals_eager_fit():
-    x, y = regression_data(n=64)
+def test_compiled_updates_equal_eager_updates():
+    # What fit runs (XLA on TensorFlow, jax.jit on JAX) against eager
+    # `apply`, with both bounds clipping from the first steps.
+    def make():
+        return AdaBound(learning_rate=0.01, final_lr=0.05, gamma=0.05, amsbound=True)
 
-    def train(jit):
-        model = small_model()
-        model.compile(optimizer=AdaBound(learning_rate=0.01, final_lr=0.05, gamma=0.05, amsbound=True),
-                      loss="mse", jit_compile=jit)
-        model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
-        return model.get_weights()
-
-    for compiled, eager in zip(train(JIT_COMPILE), train(False)):
-        np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-5)
+    steps = 24
+    compiled = apply_trajectory(make(), THETA, gradient_fn, steps)
+    optimizer = make()
+    variable = keras.Variable(THETA.astype("float32"))
+    eager = []
+    for _ in range(steps):
+        g = gradient_fn(np.array(variable).astype(np.float64)).astype("float32")
+        optimizer.apply([keras.ops.convert_to_tensor(g)], [variable])
+        eager.append(np.array(variable).astype(np.float64))
+    _, hit_lower, hit_upper = adabound_reference(
+        THETA, gradient_fn, [0.01] * steps, 0.01, 0.05, 0.05, amsbound=True
+    )
+    assert hit_lower > 0 and hit_upper > 0
+    np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
 def test_non_finite_step_under_loss_scaling_leaves_state_untouched():
     inner = optimizers.get("amsbound", learning_rate=0.01)
     optimizer = keras.optimizers.LossScaleOptimizer(inner, initial_scale=2.0)
     variable = keras.Variable(THETA.astype("float32"))
+    # Compiled, as fit runs it (eagerly, JAX cannot run its conditional).
+    step = compiled_apply(optimizer, [variable])
     for _ in range(3):
-        g = gradient_fn(np.array(variable).astype(np.float64)).astype("float32") * 2.0
-        apply_once(optimizer, [keras.ops.convert_to_tensor(g)], [variable])
+        step([gradient_fn(np.array(variable).astype(np.float64)).astype("float32") * 2.0])
     weights, state = np.array(variable), optimizer_state(inner)
-    bad = np.array([np.nan, 0.0, 0.0, 0.0, np.inf, 0.0], "float32")
-    apply_once(optimizer, [keras.ops.convert_to_tensor(bad)], [variable])
+    step([np.array([np.nan, 0.0, 0.0, 0.0, np.inf, 0.0], "float32")])
     np.testing.assert_array_equal(np.array(variable), weights)
     assert_weights_close(optimizer_state(inner), state, rtol=0, atol=0)
 
