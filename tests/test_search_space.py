@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import BACKEND
 from keras_optlab import search_space as space
 from keras_optlab.callbacks import registry as callback_registry
 from keras_optlab.optimizers import registry as optimizer_registry
@@ -116,6 +117,18 @@ def test_every_schedule_but_the_compositions_can_be_tuned():
         assert not schedule_registry.info(name).search_space
 
 
+def values_at_steps(schedule, steps):
+    """The schedule at steps 0, 1, ..., steps - 1, one scalar call per step.
+    On JAX through `jax.jit`, as in the optimizer's compiled step: eagerly,
+    the `ops.cond` of Keras' cosine schedules traces and compiles its
+    branches again at every call (about 0.1 s each)."""
+    if BACKEND == "jax":
+        import jax
+
+        schedule = jax.jit(schedule)
+    return np.array([float(np.asarray(schedule(step))) for step in range(steps)])
+
+
 @pytest.mark.parametrize("name", TUNABLE_SCHEDULES)
 @pytest.mark.parametrize("u", [0.0, 0.5, 1.0])
 def test_every_schedule_starts_or_peaks_at_the_given_rate(name, u):
@@ -123,7 +136,7 @@ def test_every_schedule_starts_or_peaks_at_the_given_rate(name, u):
     params = {key: d.from_unit(u) for key, d in entry.search_space.items()}
     steps_per_epoch, epochs, rate = 7, 6, 0.02
     schedule = entry.factory(**entry.fit_arguments(rate, steps_per_epoch, epochs, **params))
-    rates = np.array([float(np.asarray(schedule(step))) for step in range(steps_per_epoch * epochs)])
+    rates = values_at_steps(schedule, steps_per_epoch * epochs)
     assert np.all(np.isfinite(rates)) and np.all(rates > 0)
     assert rates.max() <= rate * (1 + 1e-6)
     assert rates.max() >= 0.9 * rate
