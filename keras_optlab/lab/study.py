@@ -34,6 +34,10 @@ HEARTBEAT_INTERVAL = 10
 # A trial is stale after this many heartbeat intervals without one.
 GRACE_INTERVALS = 3
 SETTINGS_ATTR = "optlab_settings"
+# How long a worker that finds a study without settings waits for the
+# worker that is making it to record them (milliseconds, unless the
+# database is overloaded).
+SETTINGS_WAIT_SECONDS = 30.0
 RUN_ATTR_PREFIX = "run:"
 ONE_MINUS = "1-"
 # The package that brings each SQLAlchemy driver, and the extra of ours
@@ -217,6 +221,13 @@ def open_studies(
     against `wanted` (its settings) before anything is created; then the
     missing ones are created with their default trial first in the queue.
 
+    Workers started together race to create a study: the one whose
+    `create_study` succeeds enqueues the default trial and then records the
+    settings, which tell the others that the study is ready; the others
+    wait for them (`_stored_settings`) and check them. A study left without
+    settings by a maker that stopped in between is finished by the next
+    command.
+
     Raises:
         UsageError: A study not made by optlab, or made with other settings
             (naming them, as stored and as wanted).
@@ -224,41 +235,84 @@ def open_studies(
     import optuna
 
     existing = study_names(storage)
+    abandoned = set()
     for candidate in candidates:
         name = f"{study}/{candidate.name}"
         if name not in existing:
             continue
+        stored = _stored_settings(storage, shown, name)
+        if stored is None:
+            abandoned.add(name)
+        else:
+            _check_settings(stored, wanted[candidate.name], name, shown)
+    studies = {}
+    for candidate in candidates:
+        name = f"{study}/{candidate.name}"
+        direction = "minimize" if minimise else "maximize"
+        try:
+            made = optuna.create_study(
+                study_name=name, storage=storage, direction=direction,
+                sampler=sampler(trials), pruner=pruner(trials, epochs),
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            # It existed before, or another worker made it since.
+            made = optuna.load_study(
+                study_name=name, storage=storage, sampler=sampler(trials), pruner=pruner(trials, epochs)
+            )
+            stored = None if name in abandoned else _stored_settings(storage, shown, name)
+            if stored is not None:
+                _check_settings(stored, wanted[candidate.name], name, shown)
+                studies[candidate.name] = made
+                continue
+        space_ = spaces[candidate.name]
+        defaults = {k: d.default for k, d in space_.items()}
+        if all(d.contains(defaults[k]) for k, d in space_.items()):
+            made.enqueue_trial(to_optuna(space_, defaults), user_attrs={"default": True}, skip_if_exists=True)
+        made.set_user_attr(SETTINGS_ATTR, dict(wanted[candidate.name]))
+        studies[candidate.name] = made
+    return studies
+
+
+def _stored_settings(storage, shown: str, name: str) -> dict[str, Any] | None:
+    """The settings study `name` was made with. A study that has none yet,
+    no other attribute and no trial but the queued default is being made
+    by another worker, which records its settings last: they are waited for,
+    up to `SETTINGS_WAIT_SECONDS`; `None` if they never came (its maker
+    stopped before recording them).
+
+    Raises:
+        UsageError: A study with trials or attributes but no settings: not
+            made by optlab.
+    """
+    import optuna
+
+    deadline = time.monotonic() + SETTINGS_WAIT_SECONDS
+    while True:
         loaded = optuna.load_study(study_name=name, storage=storage)
         stored = loaded.user_attrs.get(SETTINGS_ATTR)
-        if not isinstance(stored, dict):
+        if isinstance(stored, dict):
+            return stored
+        being_made = not loaded.user_attrs and all(
+            t.state == optuna.trial.TrialState.WAITING for t in loaded.get_trials(deepcopy=False)
+        )
+        if not being_made:
             raise UsageError(
                 f"Study {name!r} in {shown} was not made by optlab tune; name another --study."
             )
-        keys = _differences(stored, wanted[candidate.name])
-        if keys:
-            was = ", ".join(f"{k}={_short(stored.get(k))}" for k in keys)
-            now = ", ".join(f"{k}={_short(wanted[candidate.name].get(k))}" for k in keys)
-            raise UsageError(
-                f"Study {name!r} in {shown} was made with {was}; this command has {now}. "
-                "Use the study's settings, or name another --study."
-            )
-    studies = {}
-    for candidate in candidates:
-        created = optuna.create_study(
-            study_name=f"{study}/{candidate.name}", storage=storage,
-            direction="minimize" if minimise else "maximize", load_if_exists=True,
-            sampler=sampler(trials), pruner=pruner(trials, epochs),
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+
+
+def _check_settings(stored: Mapping[str, Any], wanted: Mapping[str, Any], name: str, shown: str) -> None:
+    keys = _differences(stored, wanted)
+    if keys:
+        was = ", ".join(f"{k}={_short(stored.get(k))}" for k in keys)
+        now = ", ".join(f"{k}={_short(wanted.get(k))}" for k in keys)
+        raise UsageError(
+            f"Study {name!r} in {shown} was made with {was}; this command has {now}. "
+            "Use the study's settings, or name another --study."
         )
-        if SETTINGS_ATTR not in created.user_attrs:
-            created.set_user_attr(SETTINGS_ATTR, dict(wanted[candidate.name]))
-            space_ = spaces[candidate.name]
-            defaults = {k: d.default for k, d in space_.items()}
-            if all(d.contains(defaults[k]) for k, d in space_.items()):
-                created.enqueue_trial(
-                    to_optuna(space_, defaults), user_attrs={"default": True}, skip_if_exists=True
-                )
-        studies[candidate.name] = created
-    return studies
 
 
 def finished(study) -> int:
