@@ -25,7 +25,7 @@ $(VENV)/.demo-installed: setup.cfg pyproject.toml | $(PY)
 # would fetch a CUDA build of several GB.
 $(VENV)/.test-installed: setup.cfg pyproject.toml | $(PY)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[tensorflow,jax,torch,lab,test,docs]"
+	$(PIP) install --quiet -e ".[tensorflow,jax,torch,lab,postgres,test,docs]"
 	touch $@
 
 install-demo: $(VENV)/.demo-installed

@@ -170,3 +170,20 @@ def apply_trajectory(optimizer, theta, gradient_fn, steps):
         step([g])
         trajectory.append(np.array(variable).astype(np.float64))
     return np.array(trajectory)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server, started once per session
+    (`postgres_server.PostgresServer`). A server that cannot start fails
+    the tests that ask for it, with its own message; they never skip."""
+    from postgres_server import PostgresServer, ServerError
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except ServerError as error:
+        server.stop()
+        pytest.fail(str(error), pytrace=False)
+    yield server
+    server.stop()

@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import json
+import sys
 import textwrap
 
 import numpy as np
@@ -210,6 +211,34 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(command, case, works
         assert text in stderr
     assert "[tune]" not in stdout and "run 1 of" not in stdout
     assert sorted(p.name for p in folder.iterdir()) == before  # no report folder
+
+
+# A storage URL -> the module its SQLAlchemy driver imports, and the
+# install command the error must give. SQLAlchemy 2.1 maps `postgresql://`
+# to psycopg 3, whatever psycopg2 a guide had one install.
+MISSING_DRIVERS = {
+    "postgresql://optlab@localhost/optlab": (
+        "psycopg", 'pip install "psycopg[binary]" (or pip install "keras-optlab[postgres]")'
+    ),
+    "postgresql+psycopg2://optlab@localhost/optlab": ("psycopg2", "pip install psycopg2-binary"),
+    "mysql+pymysql://optlab@localhost/optlab": ("pymysql", "pip install PyMySQL"),
+}
+
+
+@pytest.mark.parametrize("url", sorted(MISSING_DRIVERS))
+def test_a_storage_url_whose_driver_is_missing_names_the_package(url, workspace, monkeypatch):
+    folder, _ = workspace
+    module, install = MISSING_DRIVERS[url]
+    # With None in sys.modules, `import <module>` raises ImportError, as it
+    # does when the package is not installed (installed or not here).
+    monkeypatch.setitem(sys.modules, module, None)
+    status, stdout, stderr = run_cli(
+        ["tune", "--candidates", "sgd", "--storage", url, "--out", "report", "--quiet"]
+    )
+    assert status == 2
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert f"its driver {module!r} is not installed. Install it with: {install}\n" in stderr
+    assert not (folder / "report").exists()
 
 
 @pytest.mark.parametrize(
