@@ -305,12 +305,7 @@ if BACKEND == "jax":
             (role, int(seed)) for _, role, seed in EVALUATION_LINE.findall("".join(printed))
         )
         assert set(trained) == stored_runs(postgres_server, database), trained
+        # Runs are claimed before they are trained (keras_optlab.lab.claims):
+        # no worker repeats one another holds or stored.
         repeated = {unit: count for unit, count in trained.items() if count > 1}
-        if repeated:
-            # A known defect of the protocol (keras_optlab/lab/protocol.py),
-            # not of PostgreSQL: a worker skips a run another worker has
-            # stored, not one it is still training, and `_wait_for_running`
-            # makes the workers start their evaluation together. Shown, without failing the suite,
-            # until runs are claimed before they are trained; then this
-            # becomes `assert not repeated`.
-            pytest.xfail(f"evaluation runs trained by more than one worker: {repeated}")
+        assert not repeated, f"evaluation runs trained by more than one worker: {repeated}"

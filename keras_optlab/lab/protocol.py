@@ -17,7 +17,7 @@ import random
 import time
 from typing import Any, Mapping, Sequence
 
-from keras_optlab.lab import study as studies_
+from keras_optlab.lab import claims, study as studies_
 from keras_optlab.lab.candidates import Candidate
 from keras_optlab.lab.errors import UsageError
 from keras_optlab.lab.records import CandidateOutcome, RunRecord, best_index
@@ -196,24 +196,63 @@ class Protocol:
                 if number is not None and not studies_.is_default_trial(study, number):
                     units.append((candidate, "tuned", number, seed))
         self.units = units
+        self._evaluate(units, best)
+        return self._collect(best)
+
+    def _evaluate(self, units, best) -> None:
+        """Trains every evaluation run not stored yet, each claimed first
+        (`keras_optlab.lab.claims`), then waits for those other workers
+        hold, so that every worker's report has every run."""
+        import optuna
+
+        evaluations = claims.open_evaluations(self.storage, self.plan.study)
+        grace = studies_.GRACE_INTERVALS * self.plan.heartbeat_interval
         # Each process starts at its own place in the list, so that workers
         # sharing a storage meet rarely on the same run.
         offset = random.Random(os.getpid()).randrange(len(units)) if units else 0
-        for candidate, role, number, seed in units[offset:] + units[:offset]:
-            study = self.studies[candidate.name]
-            if (role, number, seed) in studies_.stored_runs(study):
+        pending = units[offset:] + units[:offset]
+        announced = False
+        while True:
+            pending = [
+                u for u in pending
+                if (u[1], u[2], u[3]) not in studies_.stored_runs(self.studies[u[0].name])
+            ]
+            if not pending:
+                return
+            progressed = False
+            for candidate, role, number, seed in pending:
+                key = f"{candidate.name}|{studies_.run_key(role, number, seed)}"
+                trial_id = claims.claim(evaluations, self.storage, key)
+                if trial_id is None:
+                    continue
+                progressed = True
+                params = candidate.defaults() if role == "default" else best[candidate.name][1]
+                self._evaluation_run(candidate, role, number, seed, params, evaluations, trial_id)
+            if progressed:
                 continue
-            params = candidate.defaults() if role == "default" else best[candidate.name][1]
-            began = time.perf_counter()
-            record = self._train(candidate, params, seed)
+            if not announced and self.plan.run.verbose:
+                self.plan.run.say(f"[tune] waiting for {len(pending)} seed run(s) running elsewhere")
+                announced = True
+            optuna.storages.fail_stale_trials(evaluations)
+            studies_.fail_silent_trials(evaluations, self.storage, claims.running(evaluations), grace)
+            time.sleep(1.0)
+
+    def _evaluation_run(self, candidate, role, number, seed, params, evaluations, trial_id) -> None:
+        study = self.studies[candidate.name]
+        began = time.perf_counter()
+        value = None
+        try:
+            with claims.heartbeat(self.storage, trial_id, self.plan.heartbeat_interval):
+                record = self._train(candidate, params, seed)
             study.set_user_attr(studies_.run_key(role, number, seed), record.to_dict())
             value = record.metric_summary(self.work.monitor, self.work.minimise)["best"]
-            self._progress(
-                f"{candidate.name} {role} seed {seed}: best {self.work.monitor} {value:.4g}",
-                time.perf_counter() - began,
-                "full",
-            )
-        return self._collect(best)
+        finally:
+            claims.finish(self.storage, trial_id, value)
+        self._progress(
+            f"{candidate.name} {role} seed {seed}: best {self.work.monitor} {value:.4g}",
+            time.perf_counter() - began,
+            "full",
+        )
 
     def _collect(self, best) -> TuneResults:
         outcomes = []
