@@ -13,9 +13,12 @@ from conftest import (
     BACKEND,
     JIT_COMPILE,
     apply_once,
+    assert_weights_close,
     optimizer_state,
     regression_data,
+    restore_training_state,
     small_model,
+    training_state,
     weights_of,
 )
 from keras_optlab.optimizers import SWA, lr_scale_of
@@ -209,18 +212,42 @@ def test_tensorflow_addons_published_numbers():
 
 
 # --- the swap at the end of fit ---------------------------------------------
+#
+# One compiled model serves every case of the tests below that share its
+# configuration, each case starting from the same state
+# (`restore_training_state`). `swap_on_end` is a Python attribute that `fit`
+# reads only at its end (in `finalize_variable_values`), so the cases set it
+# on the one optimizer instead of compiling a model for each value.
 
 
-def fitted(swap_on_end, start_averaging=2, average_period=3, fits=1, epochs=2):
-    x, y = regression_data(n=64)
+def swa_model(start_averaging=2, average_period=3):
+    """`small_model` compiled with SWA around SGD(0.05), and its state
+    before any step."""
     model = small_model()
-    optimizer = swa_sgd(
-        0.05, start_averaging=start_averaging, average_period=average_period,
-        swap_on_end=swap_on_end,
-    )
+    optimizer = swa_sgd(0.05, start_averaging=start_averaging, average_period=average_period)
     model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
-    for _ in range(fits):
-        model.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0)
+    optimizer.build(model.trainable_variables)
+    return model, training_state(model)
+
+
+@pytest.fixture(scope="module")
+def swa_fit_model():
+    """`swa_model()`, compiled once for the tests of this section."""
+    return swa_model()
+
+
+def start_from(model, start, swap_on_end):
+    """Puts `model` back in the state `start` and sets its optimizer's
+    `swap_on_end`; returns `model`."""
+    restore_training_state(model, start)
+    model.optimizer.swap_on_end = swap_on_end
+    return model
+
+
+def fit(model, epochs=2):
+    """One fit of `epochs` epochs, 8 steps each."""
+    x, y = regression_data(n=64)
+    model.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0)
     return model
 
 
@@ -228,94 +255,114 @@ def averages_of(model):
     return [np.array(a) for a in model.optimizer._averages]
 
 
-def test_swap_on_end_leaves_the_averages_in_the_weights():
-    swapped = fitted(swap_on_end=True)
-    kept = fitted(swap_on_end=False)
+def test_swap_on_end_leaves_the_averages_in_the_weights(swa_fit_model):
+    model, start = swa_fit_model
+    kept = fit(start_from(model, start, swap_on_end=False))
+    kept_weights, kept_averages = weights_of(kept), averages_of(kept)
+    kept.optimizer.assign_average_vars(kept.trainable_variables)
+    assigned = weights_of(kept)
+    swapped = fit(start_from(model, start, swap_on_end=True))
     # 16 steps: snapshots after steps 2, 5, 8, 11, 14.
     assert int(np.array(swapped.optimizer.num_averaged)) == 5
     for weight, average in zip(weights_of(swapped), averages_of(swapped)):
         np.testing.assert_array_equal(weight, average)
     # Without the swap the weights are the trajectory's, until asked.
-    for a, b in zip(averages_of(kept), averages_of(swapped)):
+    for a, b in zip(kept_averages, averages_of(swapped)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    assert any(
-        np.max(np.abs(w - a)) > 1e-4 for w, a in zip(weights_of(kept), averages_of(kept))
-    )
-    kept.optimizer.assign_average_vars(kept.trainable_variables)
-    for weight, average in zip(weights_of(kept), averages_of(kept)):
+    assert any(np.max(np.abs(w - a)) > 1e-4 for w, a in zip(kept_weights, kept_averages))
+    for weight, average in zip(assigned, kept_averages):
         np.testing.assert_array_equal(weight, average)
 
 
-def test_no_snapshot_yet_leaves_the_weights():
-    trained = fitted(swap_on_end=True, start_averaging=1000)
-    reference = fitted(swap_on_end=False, start_averaging=1000)
-    assert int(np.array(trained.optimizer.num_averaged)) == 0
-    for a, b in zip(weights_of(trained), weights_of(reference)):
+def test_no_snapshot_yet_leaves_the_weights(swa_fit_model):
+    # Two steps: the first snapshot would be taken after the third.
+    model, start = swa_fit_model
+    x, y = regression_data(n=16)
+    start_from(model, start, swap_on_end=False).fit(x, y, batch_size=8, shuffle=False, verbose=0)
+    reference = weights_of(model)
+    start_from(model, start, swap_on_end=True).fit(x, y, batch_size=8, shuffle=False, verbose=0)
+    assert int(np.array(model.optimizer.iterations)) == 2
+    assert int(np.array(model.optimizer.num_averaged)) == 0
+    for a, b in zip(weights_of(model), reference):
         np.testing.assert_array_equal(a, b)
-    assert np.abs(weights_of(trained)[0]).sum() > 0
+    assert np.abs(weights_of(model)[0]).sum() > 0
 
 
-def test_second_fit_with_swap_continues_from_the_averages():
+def test_second_fit_with_swap_continues_from_the_averages(swa_fit_model):
     # swap_on_end=True is the same as asking for the averages by hand after
     # each fit: the second fit starts from them, the inner state and the
     # average carry on.
-    swapped = fitted(swap_on_end=True, fits=2)
-    x, y = regression_data(n=64)
-    by_hand = small_model()
-    by_hand.compile(
-        optimizer=swa_sgd(0.05, start_averaging=2, average_period=3),
-        loss="mse", jit_compile=JIT_COMPILE,
-    )
+    model, start = swa_fit_model
+    by_hand = start_from(model, start, swap_on_end=False)
     for _ in range(2):
-        by_hand.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
-        by_hand.optimizer.assign_average_vars(by_hand.trainable_variables)
+        fit(by_hand).optimizer.assign_average_vars(by_hand.trainable_variables)
+    by_hand_weights = weights_of(by_hand)
+    swapped = start_from(model, start, swap_on_end=True)
+    fit(fit(swapped))
     # 32 steps: snapshots after steps 2, 5, ..., 29.
     assert int(np.array(swapped.optimizer.num_averaged)) == 10
-    for a, b in zip(weights_of(swapped), weights_of(by_hand)):
+    for a, b in zip(weights_of(swapped), by_hand_weights):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
 
-def test_repeated_fits_without_swap_equal_one_fit():
-    twice = fitted(swap_on_end=False, fits=2, epochs=1)
-    once = fitted(swap_on_end=False, fits=1, epochs=2)
-    for a, b in zip(optimizer_state(twice.optimizer), optimizer_state(once.optimizer)):
+def test_repeated_fits_without_swap_equal_one_fit(swa_fit_model):
+    model, start = swa_fit_model
+    twice = fit(fit(start_from(model, start, swap_on_end=False), epochs=1), epochs=1)
+    twice_state = optimizer_state(twice.optimizer)
+    once = fit(start_from(model, start, swap_on_end=False), epochs=2)
+    for a, b in zip(twice_state, optimizer_state(once.optimizer)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def step_on(model):
+    """One `optimizer.apply` on the model's weights, eager (a compilation
+    would cost more than the few steps taken), with a gradient of the
+    weights alone (a bowl with a ripple): a resumed run follows the
+    uninterrupted one only if both the weights and the state came back."""
+    variables = model.trainable_variables
+    gradients = [
+        keras.ops.convert_to_tensor((0.5 * w - 0.2 + 0.3 * np.sin(3.0 * w)).astype("float32"))
+        for w in (np.array(v) for v in variables)
+    ]
+    apply_once(model.optimizer, gradients, variables)
 
 
 @pytest.mark.parametrize("swap_on_end", [False, True])
 def test_save_load_in_the_middle_of_a_window_resumes_identically(swap_on_end, tmp_path):
-    # 6 steps per fit, snapshots every 4 from step 1: the save after step 5
-    # falls between the snapshots after steps 5 and 9.
-    x, y = regression_data(n=96)
-    first, second = slice(0, 48), slice(48, 96)
+    # Two runs of 6 steps, snapshots every 4 from step 1: the save after step
+    # 5 falls between the snapshots after steps 5 and 9. The model is
+    # compiled so that it saves its optimizer, and stepped by the optimizer
+    # itself; each run ends as `fit` ends, with `finalize_variable_values`
+    # (which swaps in the averages if swap_on_end).
+    model = small_model()
+    model.compile(
+        optimizer=swa_sgd(0.05, start_averaging=1, average_period=4, swap_on_end=swap_on_end),
+        loss="mse",
+    )
 
-    def fresh():
-        model = small_model()
-        model.compile(
-            optimizer=swa_sgd(0.05, start_averaging=1, average_period=4, swap_on_end=swap_on_end),
-            loss="mse", jit_compile=JIT_COMPILE,
-        )
-        return model
+    def run(model):
+        for _ in range(6):
+            step_on(model)
+        model.optimizer.finalize_variable_values(model.trainable_weights)
 
-    uninterrupted = fresh()
-    uninterrupted.fit(x[first], y[first], batch_size=8, shuffle=False, verbose=0)
-    uninterrupted.fit(x[second], y[second], batch_size=8, shuffle=False, verbose=0)
-
-    interrupted = fresh()
-    interrupted.fit(x[first], y[first], batch_size=8, shuffle=False, verbose=0)
+    run(model)
     path = os.path.join(tmp_path, "model.keras")
-    interrupted.save(path)
+    model.save(path)
+    saved_state = optimizer_state(model.optimizer)
+    run(model)
+
     restored = keras.models.load_model(path)
     assert isinstance(restored.optimizer, SWA)
     assert restored.optimizer.swap_on_end is swap_on_end
     assert int(np.array(restored.optimizer.num_averaged)) == 2
-    restored.fit(x[second], y[second], batch_size=8, shuffle=False, verbose=0)
+    assert_weights_close(optimizer_state(restored.optimizer), saved_state, rtol=0, atol=0)
+    run(restored)
 
     assert int(np.array(restored.optimizer.num_averaged)) == 3
-    for a, b in zip(weights_of(restored), weights_of(uninterrupted)):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    for a, b in zip(optimizer_state(restored.optimizer), optimizer_state(uninterrupted.optimizer)):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    assert_weights_close(weights_of(restored), weights_of(model), rtol=0, atol=0)
+    assert_weights_close(
+        optimizer_state(restored.optimizer), optimizer_state(model.optimizer), rtol=0, atol=0
+    )
 
 
 # --- delegation and wrapping --------------------------------------------------
