@@ -37,13 +37,18 @@ demo: install-demo
 	$(PY) -m keras_optlab compare --out optlab-report
 
 # One pytest process per backend: KERAS_BACKEND is read when keras is imported.
+# Each pass prints its wall time, so that the suite's growth shows when it
+# happens (budget: 10 minutes in all on 2 cores, CONTRIBUTING.md).
 test: install-test
-	@status=0; for backend in $(BACKENDS); do \
+	@status=0; times=""; for backend in $(BACKENDS); do \
 	  echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider || status=1; \
+	  start=$$(date +%s); \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider --durations=5 || status=1; \
+	  times="$$times $$backend $$(( $$(date +%s) - start )) s;"; \
 	done; \
 	echo "=== mkdocs build --strict ==="; \
 	$(VENV)/bin/mkdocs build --strict --quiet --site-dir "$$(mktemp -d)" || status=1; \
+	echo "=== wall time per backend:$$times"; \
 	exit $$status
 
 test-%: install-test
