@@ -75,9 +75,11 @@ class ADOPT(SteerableOptimizer):
       applied on top. `exclude_from_weight_decay` is honoured by both forms.
     - `maximize`, `foreach`, `fused`, `capturable`, `differentiable` and
       complex variables are PyTorch matters with no counterpart here.
-    - **Non-finite gradients** are not filtered: they reach $v$ (and $m$
-      from step 1 on); an infinite element of $g_t / \sqrt{v_{t-1}}$ is
-      clipped to $\pm c_t$ but makes $v_t$ infinite. Wrap the optimizer in
+    - **Non-finite gradients** are not filtered: they reach $v$ and $m$
+      (a NaN reaches $m$ on step 0 as well, through its zero coefficient,
+      where the reference leaves $m$ alone); an infinite element of
+      $g_t / \sqrt{v_{t-1}}$ is clipped to $\pm c_t$ but makes $v_t$
+      infinite. Wrap the optimizer in
       `keras.optimizers.LossScaleOptimizer` to skip such steps without
       touching any state (a skipped step is not counted, so the first step
       that is taken is step 0).

@@ -108,7 +108,7 @@ class MARS(SteerableOptimizer):
       `amsgrad`). The reference keeps $g_{t-1}$ for every parameter.
     - **Non-finite gradients** are not filtered: they reach $g_{t-1}$, $m$
       and $v$, and through the norm a single non-finite element spoils the
-      variable's whole $\tilde c_t$. Wrap the optimizer in
+      variable's whole $\tilde c_t$ (zero or NaN everywhere). Wrap the optimizer in
       `keras.optimizers.LossScaleOptimizer` to skip such steps without
       touching any state: $g_{t-1}$ then stays the last gradient that was
       applied.
