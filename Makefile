@@ -9,6 +9,10 @@ BACKENDS := tensorflow jax torch
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::DeprecationWarning
 export NO_MKDOCS_2_WARNING := 1
+# pytest-xdist workers per backend: one per core, at most 4 (each worker
+# holds a backend, about 1.5 GB with TensorFlow). A test uses about one
+# core: Keras' tracing and dispatch are single-threaded Python.
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: demo test test-tensorflow test-jax test-torch docs bench install-demo install-test clean
 
@@ -43,7 +47,7 @@ test: install-test
 	@status=0; times=""; for backend in $(BACKENDS); do \
 	  echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
 	  start=$$(date +%s); \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider --durations=5 || status=1; \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --durations=5 || status=1; \
 	  times="$$times $$backend $$(( $$(date +%s) - start )) s;"; \
 	done; \
 	echo "=== mkdocs build --strict ==="; \
@@ -52,7 +56,7 @@ test: install-test
 	exit $$status
 
 test-%: install-test
-	KERAS_BACKEND=$* $(PY) -m pytest -q -p no:cacheprovider
+	KERAS_BACKEND=$* $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS)
 
 # Benchmarks are not tests: they print ratios measured in one run.
 bench: install-test

@@ -3,7 +3,9 @@
 TensorFlow: tf.distribute.MirroredStrategy without XLA (Keras cannot combine
 jit_compile=True with MirroredStrategy, keras#19005). JAX:
 keras.distribution.DataParallel over two host devices (XLA_FLAGS in
-conftest). Every optimizer of keras_optlab is run by name from the registry.
+conftest). The optimizers of keras_optlab come from the registry, one per
+update path (`conftest.update_path`): those that take Keras' generic
+per-variable path are represented by the first of them.
 """
 
 import contextlib
@@ -12,7 +14,14 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import BACKEND, optimizer_state, regression_data, small_model, weights_of
+from conftest import (
+    BACKEND,
+    one_per_update_path,
+    optimizer_state,
+    regression_data,
+    small_model,
+    weights_of,
+)
 from keras_optlab import optimizers
 
 OUR_NAMES = optimizers.list_optimizers(keras_builtin=False)
@@ -73,7 +82,7 @@ def assert_same_training(single, double):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", OUR_NAMES)
+@pytest.mark.parametrize("name", one_per_update_path(OUR_NAMES))
 def test_two_replicas_equal_one_device(name):
     single = train(name, distributed=False)
     double = train(name, distributed=True)

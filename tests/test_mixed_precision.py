@@ -1,4 +1,6 @@
-"""Every optimizer of keras_optlab under Keras' mixed-precision policies.
+"""The optimizers of keras_optlab under Keras' mixed-precision policies, one
+per update path (`conftest.update_path`; float16 variables are checked for
+every name in test_every_optimizer.py).
 
 Under `mixed_float16`, `compile` wraps the optimizer in
 `keras.optimizers.LossScaleOptimizer`, which skips steps whose gradients are
@@ -11,7 +13,14 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import JIT_COMPILE, optimizer_state, regression_data, small_model, weights_of
+from conftest import (
+    JIT_COMPILE,
+    one_per_update_path,
+    optimizer_state,
+    regression_data,
+    small_model,
+    weights_of,
+)
 from keras_optlab import optimizers
 
 OUR_NAMES = optimizers.list_optimizers(keras_builtin=False)
@@ -47,7 +56,7 @@ def assert_float32_state(model):
         assert dtype == "float32", variable.path
 
 
-@pytest.mark.parametrize("name", OUR_NAMES)
+@pytest.mark.parametrize("name", one_per_update_path(OUR_NAMES))
 def test_float16_trains_keeps_float32_state_and_skips_a_non_finite_step(name):
     """One compiled model under `mixed_float16`: three epochs train without
     NaN in float32 state; then a batch with an infinite input takes the
