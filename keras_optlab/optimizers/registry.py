@@ -18,12 +18,16 @@ from keras_optlab import _registry, _validation
 from keras_optlab import search_space as space
 from keras_optlab.optimizers.adabelief import AdaBelief
 from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.adopt import ADOPT
 from keras_optlab.optimizers.cocob import COCOB
+from keras_optlab.optimizers.dadapt_adam import DAdaptAdam
+from keras_optlab.optimizers.mars import MARS
 from keras_optlab.optimizers.novograd import NovoGrad
 from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.lookahead import Lookahead
+from keras_optlab.optimizers.prodigy import Prodigy
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.swa import swa_sgd
 from keras_optlab.optimizers.swats import SWATS
@@ -337,6 +341,11 @@ _ZHANG = (
 
 
 _KINGMA = "Kingma & Ba, 'Adam: A Method for Stochastic Optimization', ICLR 2015, arXiv:1412.6980"
+
+# Learning-rate-free methods: `learning_rate` is a factor on the estimated
+# step size d, which the authors leave at 1 (lower it only if training is
+# unstable); a wide range would only repeat what d already adapts.
+_NEAR_ONE = space.LogUniform(0.5, 2.0, default=1.0)
 
 for _info in (
     OptimizerInfo(
@@ -710,6 +719,58 @@ for _info in (
         # Keras' default and the schedule-free repository's AdamW example.
         suggested_learning_rate=2.5e-3,
         search_space=_ADAM_SPACE,
+    ),
+    OptimizerInfo(
+        name="adopt",
+        factory=ADOPT,
+        family="adaptive",
+        update_rule="ĝ = clip(g / max(√v, ε), ±t^¼);  m ← β₁m + (1−β₁)ĝ;  θ ← θ − η m;  v ← β₂v + (1−β₂)g²  (v₀ = g₀², no move at step 0)",
+        paper="Taniguchi et al., 'ADOPT: Modified Adam Can Converge with Any β₂ with the Optimal Rate', NeurIPS 2024, arXiv:2411.02853",
+        keras_builtin=False,
+        search_space={
+            "beta_1": _BETA_1,
+            # The method's point: any β₂ converges; the authors' 0.9999.
+            "beta_2": space.OneMinusLogUniform(0.9, 0.9999, default=0.9999),
+        },
+    ),
+    OptimizerInfo(
+        name="mars",
+        factory=MARS,
+        family="adaptive",
+        update_rule="2-D variables: c = g + γβ₁/(1−β₁) (g − g_prev), clipped to ‖c‖ ≤ 1;  AdamW on c (m̂ / (√v̂ + ε) + λθ);  every other variable: AdamW on g",
+        paper="Yuan et al., 'MARS: Unleashing the Power of Variance Reduction for Training Large Models', ICML 2025, arXiv:2411.10438",
+        keras_builtin=False,
+        suggested_learning_rate=3e-3,
+        search_space={
+            "beta_1": space.OneMinusLogUniform(0.5, 0.99, default=0.95),
+            "beta_2": space.OneMinusLogUniform(0.9, 0.999, default=0.99),
+            "gamma": space.LogUniform(0.005, 0.1, default=0.025),
+        },
+    ),
+    OptimizerInfo(
+        name="prodigy",
+        factory=Prodigy,
+        family="adaptive",
+        update_rule="Adam with step η d (moments of d g);  d = largest c r/‖s‖₁ so far, r ← β₃r + w⟨g, x₀ − x⟩, s ← β₃s + w g over all variables, w = η d²/d₀, d₀ = 1e-6",
+        paper="Mishchenko & Defazio, 'Prodigy: An Expeditiously Adaptive Parameter-Free Learner', ICML 2024, arXiv:2306.06101",
+        keras_builtin=False,
+        suggested_learning_rate=1.0,
+        search_space={
+            "learning_rate": _NEAR_ONE,
+            # The authors' knob for a step larger or smaller than estimated.
+            "d_coef": space.LogUniform(0.1, 10.0, default=1.0),
+        },
+    ),
+    OptimizerInfo(
+        name="dadapt_adam",
+        aliases=("dadaptadam",),
+        factory=DAdaptAdam,
+        family="adaptive",
+        update_rule="Adam with step η d (λ = η d in m);  d ← max(d, r / ((1−γ)‖s‖₁)), r ← γr + (1−γ)λ⟨g, s/(√v + ε)⟩, s ← γs + (1−γ)λg over all variables, γ = √β₂, d₀ = 1e-6",
+        paper="Defazio & Mishchenko, 'Learning-Rate-Free Learning by D-Adaptation', ICML 2023, arXiv:2301.07733",
+        keras_builtin=False,
+        suggested_learning_rate=1.0,
+        search_space={"learning_rate": _NEAR_ONE},
     ),
 ):
     register(_info)
