@@ -126,6 +126,12 @@ def test_trains_under_compiled_fit_then_saves_loads_and_resumes_exactly(name, tm
 LOW_PRECISION_CASES = [(name, "float16") for name in ALL_NAMES] + [
     (name, "bfloat16") for name in OUR_NAMES
 ]
+# Prodigy estimates d from how far the variables have moved from where they
+# started; its first moves (about 3 d0 = 3e-6) are below what float16 and
+# bfloat16 resolve, so x0 - x stays 0, d stays d0 and the variables never
+# move (documented in `Prodigy`, whose remedy is a mixed-precision policy:
+# float32 variables, tested in test_mixed_precision.py).
+STAYS_AT_D0_IN_LOW_PRECISION = {"prodigy"}
 
 
 @pytest.mark.parametrize("name, dtype", LOW_PRECISION_CASES)
@@ -145,6 +151,10 @@ def test_low_precision_variables(name, dtype):
     initial = keras.ops.convert_to_numpy(
         keras.ops.cast(keras.ops.cast(start, dtype), "float32")
     )
+    if name in STAYS_AT_D0_IN_LOW_PRECISION:
+        np.testing.assert_array_equal(value, initial)
+        assert float(np.asarray(optimizer.d)) == np.float32(optimizer.d0)
+        return
     assert np.sum(value**2) < np.sum(initial**2)
 
 

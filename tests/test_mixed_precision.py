@@ -56,17 +56,28 @@ def assert_float32_state(model):
         assert dtype == "float32", variable.path
 
 
+# D-Adaptation Adam at its authors' settings (learning rate 1, no bias
+# correction, no warmup) overshoots on this regression before it settles,
+# in float32 as well: d reaches about 0.3 within the first epoch while the
+# uncorrected second moment still inflates each step, and the loss rises or
+# wanders for two to five epochs, depending on the backend, before it falls
+# well below the first epoch's (to less than half by the tenth on all three).
+EPOCHS = {"dadapt_adam": 10}
+
+
 @pytest.mark.parametrize("name", one_per_update_path(OUR_NAMES))
 def test_float16_trains_keeps_float32_state_and_skips_a_non_finite_step(name):
-    """One compiled model under `mixed_float16`: three epochs train without
-    NaN in float32 state; then a batch with an infinite input takes the
-    loss-scale optimizer's skip path and leaves weights and state as they
-    were."""
+    """One compiled model under `mixed_float16`: three epochs (more where
+    `EPOCHS` says) train without NaN in float32 state; then a batch with an
+    infinite input takes the loss-scale optimizer's skip path and leaves
+    weights and state as they were."""
     x, y = regression_data(n=336)
     with policy("mixed_float16"):
         model = compiled_model(name)
         # Few long epochs: an epoch of `fit` costs about 0.1 s on TensorFlow.
-        history = model.fit(x[:320], y[:320], batch_size=16, epochs=3, verbose=0)
+        history = model.fit(
+            x[:320], y[:320], batch_size=16, epochs=EPOCHS.get(name, 3), verbose=0
+        )
         losses = history.history["loss"]
         assert np.all(np.isfinite(losses))
         assert losses[-1] < losses[0]

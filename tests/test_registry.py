@@ -1,8 +1,10 @@
 import dataclasses
 
 import keras
+import numpy as np
 import pytest
 
+from conftest import apply_once
 from keras_optlab import optimizers
 
 SEED_NAMES = [
@@ -116,3 +118,38 @@ def test_aliases_must_be_lowercase():
     entry = optimizers.info("radam")
     with pytest.raises(ValueError, match="Aliases must be lowercase"):
         dataclasses.replace(entry, name="radam_upper", aliases=("RAdamW",))
+
+
+def test_lamb_is_a_keras_string_and_deserializes_after_import():
+    # Keras 3.15 exports Lamb but leaves it out of its table of names: its
+    # string failed, and `keras.optimizers.deserialize` returned "Lamb".
+    assert isinstance(keras.optimizers.get("lamb"), keras.optimizers.Lamb)
+    config = keras.optimizers.serialize(keras.optimizers.Lamb(learning_rate=0.01))
+    restored = keras.optimizers.deserialize(config)
+    assert isinstance(restored, keras.optimizers.Lamb)
+    assert float(restored.learning_rate) == pytest.approx(0.01)
+
+
+def test_adafactor_name_stays_finite_where_a_gradient_row_and_column_are_zero():
+    # Keras' Adafactor forms V = R Cᵀ / mean(R) before dividing: with its
+    # epsilon_1 = 1e-30, V underflows to 0 where a row and a column of the
+    # gradient are zero, g / √V is 0/0 there, and the RMS scaling of the
+    # update spreads the NaN over the whole variable. The registry's
+    # epsilon_1 keeps V a normal float32.
+    gradient = np.ones((3, 4), dtype="float32")
+    gradient[0, :] = 0.0
+    gradient[:, 0] = 0.0
+    results = {}
+    for label, optimizer in (
+        ("keras", keras.optimizers.Adafactor(learning_rate=0.01)),
+        ("registry", optimizers.get("adafactor", learning_rate=0.01)),
+    ):
+        variable = keras.Variable(np.ones((3, 4), dtype="float32"))
+        apply_once(optimizer, [keras.ops.convert_to_tensor(gradient)], [variable])
+        results[label] = np.array(variable)
+    assert np.all(np.isnan(results["keras"]))
+    assert np.all(np.isfinite(results["registry"]))
+    # Where the gradient is zero the weight stays; elsewhere it moves down.
+    np.testing.assert_array_equal(results["registry"][0, :], 1.0)
+    np.testing.assert_array_equal(results["registry"][:, 0], 1.0)
+    assert np.all(results["registry"][1:, 1:] < 1.0)

@@ -2,12 +2,16 @@
 
 from keras_optlab.optimizers.adabelief import AdaBelief
 from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.adopt import ADOPT
 from keras_optlab.optimizers.base import SteerableOptimizer, lr_scale_of
 from keras_optlab.optimizers.cocob import COCOB
 from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
+from keras_optlab.optimizers.dadapt_adam import DAdaptAdam
 from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.lookahead import Lookahead
+from keras_optlab.optimizers.mars import MARS
 from keras_optlab.optimizers.novograd import NovoGrad
+from keras_optlab.optimizers.prodigy import Prodigy
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.steered import Steered
@@ -24,14 +28,18 @@ from keras_optlab.optimizers.registry import (
 )
 
 __all__ = [
+    "ADOPT",
     "AdaBelief",
     "AdaBound",
     "COCOB",
     "ConditionalGradient",
+    "DAdaptAdam",
     "LazyAdam",
     "Lookahead",
+    "MARS",
     "NovoGrad",
     "OptimizerInfo",
+    "Prodigy",
     "ProximalAdagrad",
     "RAdam",
     "SWA",

@@ -18,12 +18,16 @@ from keras_optlab import _registry, _validation
 from keras_optlab import search_space as space
 from keras_optlab.optimizers.adabelief import AdaBelief
 from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.adopt import ADOPT
 from keras_optlab.optimizers.cocob import COCOB
+from keras_optlab.optimizers.dadapt_adam import DAdaptAdam
+from keras_optlab.optimizers.mars import MARS
 from keras_optlab.optimizers.novograd import NovoGrad
 from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.lookahead import Lookahead
+from keras_optlab.optimizers.prodigy import Prodigy
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.swa import swa_sgd
 from keras_optlab.optimizers.swats import SWATS
@@ -139,6 +143,17 @@ def register(info: OptimizerInfo) -> OptimizerInfo:
     for name in (entry.name, *entry.aliases):
         if not _keras_resolves(name):
             keras.saving.get_custom_objects()[name] = _KerasName(name)
+    factory = entry.factory
+    if entry.keras_builtin and isinstance(factory, type) and not _keras_resolves(
+        factory.__name__.lower()
+    ):
+        # `keras.optimizers.deserialize` (and `get` with a config) looks a
+        # class name up only in Keras' string table and the custom objects,
+        # and returns the bare name when it is in neither: Keras 3.15 exports
+        # `Lamb` but leaves it out of the table, so a serialized Lamb came
+        # back as the string "Lamb". Keras' own class under its own name
+        # cannot shadow anything; `load_model` found it by module already.
+        keras.saving.get_custom_objects()[factory.__name__] = factory
     return entry
 
 
@@ -326,6 +341,11 @@ _ZHANG = (
 
 
 _KINGMA = "Kingma & Ba, 'Adam: A Method for Stochastic Optimization', ICLR 2015, arXiv:1412.6980"
+
+# Learning-rate-free methods: `learning_rate` is a factor on the estimated
+# step size d, which the authors leave at 1 (lower it only if training is
+# unstable); a wide range would only repeat what d already adapts.
+_NEAR_ONE = space.LogUniform(0.5, 2.0, default=1.0)
 
 for _info in (
     OptimizerInfo(
@@ -626,6 +646,131 @@ for _info in (
         keras_builtin=False,
         suggested_learning_rate=0.002,
         search_space={**_ADAM_SPACE, **_LOOKAHEAD_SPACE},
+    ),
+    OptimizerInfo(
+        name="lion",
+        factory=keras.optimizers.Lion,
+        family="adaptive",
+        update_rule="u = sign(β₁m + (1−β₁)g);  θ ← θ − η u;  m ← β₂m + (1−β₂)g",
+        paper="Chen et al., 'Symbolic Discovery of Optimization Algorithms', NeurIPS 2023, arXiv:2302.06675",
+        keras_builtin=True,
+        # The paper's rule: 3-10 times smaller than AdamW's rate (Adam's
+        # suggestion here is 1e-3); on digits it trains as Adam at 1e-3.
+        suggested_learning_rate=3e-4,
+        search_space={
+            "beta_1": _BETA_1,
+            "beta_2": space.OneMinusLogUniform(0.9, 0.999, default=0.99),
+        },
+    ),
+    OptimizerInfo(
+        name="lamb",
+        factory=keras.optimizers.Lamb,
+        family="adaptive",
+        update_rule="u = m̂ / (√v̂ + ε) (Adam);  θ ← θ − η (‖θ‖/‖u‖) u per variable (ratio 1 where ‖θ‖ or ‖u‖ is 0; Keras: weight decay outside the ratio)",
+        paper="You et al., 'Large Batch Optimization for Deep Learning: Training BERT in 76 minutes', ICLR 2020, arXiv:1904.00962",
+        keras_builtin=True,
+        suggested_learning_rate=3e-3,
+        search_space=_ADAM_SPACE,
+    ),
+    OptimizerInfo(
+        name="muon",
+        factory=keras.optimizers.Muon,
+        family="adaptive",
+        update_rule="2-D variables: m ← μm + g;  θ ← θ − η·0.2·√max(rows, cols)·NS₅(g + μm), NS₅ ≈ UVᵀ of its SVD (5 Newton-Schulz steps);  every other variable: AdamW",
+        paper="Jordan et al., 'Muon: An optimizer for hidden layers in neural networks', 2024 (kellerjordan.github.io/posts/muon); Liu et al., 'Muon is Scalable for LLM Training', 2025, arXiv:2502.16982",
+        keras_builtin=True,
+        suggested_learning_rate=3e-3,
+        search_space={"momentum": space.OneMinusLogUniform(0.5, 0.99, default=0.95)},
+    ),
+    OptimizerInfo(
+        name="adafactor",
+        factory=keras.optimizers.Adafactor,
+        family="adaptive",
+        update_rule="β̂₂ = 1 − t^−0.8;  R ← β̂₂R + (1−β̂₂) row means of g²+ε₁, C likewise for columns;  V = R Cᵀ / mean(R) (full V below rank 2);  u = g/√V, scaled to RMS ≤ 1;  θ ← θ − max(ε₂, RMS(θ)) min(η, 1/√t) u",
+        paper="Shazeer & Stern, 'Adafactor: Adaptive Learning Rates with Sublinear Memory Cost', ICML 2018, arXiv:1804.04235",
+        keras_builtin=True,
+        # Keras forms V = R Cᵀ / mean(R) before dividing: where a row and a
+        # column of a gradient are both zero (a pixel always 0 in digits, a
+        # dead ReLU), ε₁² / mean(R) underflows float32 with Keras' ε₁ = 1e-30,
+        # g / √V is 0/0 and the RMS scaling spreads the NaN over the whole
+        # variable. With ε₁ = 1e-15 that product stays a normal float32 for
+        # mean(R) up to 1e8, and ε₁ is still far below any g² that matters.
+        defaults={"epsilon_1": 1e-15},
+        # The paper's relative step size min(1e-2, 1/√t).
+        suggested_learning_rate=1e-2,
+    ),
+    OptimizerInfo(
+        name="ftrl",
+        factory=keras.optimizers.Ftrl,
+        family="adaptive",
+        update_rule="n' = n + g²;  z ← z + g − (√n' − √n)/η θ;  θ ← −(z − clip(z, ±ℓ₁)) / (√n'/η + 2ℓ₂);  n ← n'  (n₀ = 0.1)",
+        paper="McMahan et al., 'Ad Click Prediction: a View from the Trenches', KDD 2013",
+        keras_builtin=True,
+        suggested_learning_rate=0.1,
+    ),
+    OptimizerInfo(
+        name="keras_schedule_free_adamw",
+        aliases=("schedulefreeadamw",),
+        factory=keras.optimizers.ScheduleFreeAdamW,
+        family="adaptive",
+        update_rule="v ← β₂v + (1−β₂)g²;  z ← z − η g / (√(v/(1−β₂ᵗ)) + ε);  x ← (1 − 1/t) x + z/t;  θ = y ← (1−β₁) z + β₁ x, g taken at y (Keras keeps no x: the model holds y, in evaluation too)",
+        paper="Defazio et al., 'The Road Less Scheduled', NeurIPS 2024, arXiv:2405.15682",
+        keras_builtin=True,
+        # Keras' default and the schedule-free repository's AdamW example.
+        suggested_learning_rate=2.5e-3,
+        search_space=_ADAM_SPACE,
+    ),
+    OptimizerInfo(
+        name="adopt",
+        factory=ADOPT,
+        family="adaptive",
+        update_rule="ĝ = clip(g / max(√v, ε), ±t^¼);  m ← β₁m + (1−β₁)ĝ;  θ ← θ − η m;  v ← β₂v + (1−β₂)g²  (v₀ = g₀², no move at step 0)",
+        paper="Taniguchi et al., 'ADOPT: Modified Adam Can Converge with Any β₂ with the Optimal Rate', NeurIPS 2024, arXiv:2411.02853",
+        keras_builtin=False,
+        search_space={
+            "beta_1": _BETA_1,
+            # The method's point: any β₂ converges; the authors' 0.9999.
+            "beta_2": space.OneMinusLogUniform(0.9, 0.9999, default=0.9999),
+        },
+    ),
+    OptimizerInfo(
+        name="mars",
+        factory=MARS,
+        family="adaptive",
+        update_rule="2-D variables: c = g + γβ₁/(1−β₁) (g − g_prev), clipped to ‖c‖ ≤ 1;  AdamW on c (m̂ / (√v̂ + ε) + λθ);  every other variable: AdamW on g",
+        paper="Yuan et al., 'MARS: Unleashing the Power of Variance Reduction for Training Large Models', ICML 2025, arXiv:2411.10438",
+        keras_builtin=False,
+        suggested_learning_rate=3e-3,
+        search_space={
+            "beta_1": space.OneMinusLogUniform(0.5, 0.99, default=0.95),
+            "beta_2": space.OneMinusLogUniform(0.9, 0.999, default=0.99),
+            "gamma": space.LogUniform(0.005, 0.1, default=0.025),
+        },
+    ),
+    OptimizerInfo(
+        name="prodigy",
+        factory=Prodigy,
+        family="adaptive",
+        update_rule="Adam with step η d (moments of d g);  d = largest c r/‖s‖₁ so far, r ← β₃r + w⟨g, x₀ − x⟩, s ← β₃s + w g over all variables, w = η d²/d₀, d₀ = 1e-6",
+        paper="Mishchenko & Defazio, 'Prodigy: An Expeditiously Adaptive Parameter-Free Learner', ICML 2024, arXiv:2306.06101",
+        keras_builtin=False,
+        suggested_learning_rate=1.0,
+        search_space={
+            "learning_rate": _NEAR_ONE,
+            # The authors' knob for a step larger or smaller than estimated.
+            "d_coef": space.LogUniform(0.1, 10.0, default=1.0),
+        },
+    ),
+    OptimizerInfo(
+        name="dadapt_adam",
+        aliases=("dadaptadam",),
+        factory=DAdaptAdam,
+        family="adaptive",
+        update_rule="Adam with step η d (λ = η d in m);  d ← max(d, r / ((1−γ)‖s‖₁)), r ← γr + (1−γ)λ⟨g, s/(√v + ε)⟩, s ← γs + (1−γ)λg over all variables, γ = √β₂, d₀ = 1e-6",
+        paper="Defazio & Mishchenko, 'Learning-Rate-Free Learning by D-Adaptation', ICML 2023, arXiv:2301.07733",
+        keras_builtin=False,
+        suggested_learning_rate=1.0,
+        search_space={"learning_rate": _NEAR_ONE},
     ),
 ):
     register(_info)
