@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import JIT_COMPILE, compiled_apply, regression_data, small_model
+from conftest import BACKEND, JIT_COMPILE, compiled_apply, regression_data, small_model
 from keras_optlab.callbacks import ScheduleFreeEval
 from keras_optlab.optimizers.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 
@@ -245,9 +245,13 @@ def test_callback_validates_at_x_ends_at_x_and_a_second_fit_resumes_from_y_exact
         np.testing.assert_array_equal(np.array(a), np.array(b))
 
 
-def test_callback_serves_keras_schedule_free_adamw_whose_x_is_the_mean_of_its_z():
-    # Keras' ScheduleFreeAdamW averages with weights 1/t: x_t is the mean
-    # of z_1 .. z_t, computed here from the slot `momentum` after each step.
+def test_callback_serves_keras_schedule_free_adamw():
+    # The callback moves Keras' ScheduleFreeAdamW by the relation its own
+    # step uses, x = (y - (1 - beta) z) / beta with z its slot `momentum`.
+    # On JAX that x is the mean of z_1 .. z_t (Keras averages with weights
+    # 1/t). On TensorFlow and PyTorch Keras 3.15's step reads the slot after
+    # updating it (`momentum.value` is the live variable), so its average
+    # is not that mean; the relation is the same.
     optimizer = keras.optimizers.ScheduleFreeAdamW(learning_rate=0.05, beta_1=0.7)
     variables = [keras.Variable(x) for x in START]
     step = compiled_apply(optimizer, variables)
@@ -257,12 +261,15 @@ def test_callback_serves_keras_schedule_free_adamw_whose_x_is_the_mean_of_its_z(
         zs.append(np.concatenate([np.array(m, np.float64).ravel() for m in optimizer._momentums]))
     flat = lambda: np.concatenate([np.array(v, np.float64).ravel() for v in variables])
     y = flat()
+    expected = (y - 0.3 * zs[-1]) / 0.7
     callback = ScheduleFreeEval()
     callback.set_model(types.SimpleNamespace(optimizer=optimizer, trainable_variables=variables))
     callback.on_train_end()
-    np.testing.assert_allclose(flat(), np.mean(zs, axis=0), rtol=1e-5, atol=1e-6)
-    callback.on_train_end()  # already at x
-    np.testing.assert_allclose(flat(), np.mean(zs, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flat(), expected, rtol=1e-5, atol=1e-6)
+    if BACKEND == "jax":
+        np.testing.assert_allclose(flat(), np.mean(zs, axis=0), rtol=1e-5, atol=1e-6)
+    callback.on_train_end()  # already at x: nothing moves
+    np.testing.assert_allclose(flat(), expected, rtol=1e-5, atol=1e-6)
     callback.on_epoch_begin(0)
     np.testing.assert_array_equal(flat(), y)
 

@@ -37,7 +37,9 @@ class ScheduleFreeEval(keras.callbacks.Callback):
     `keras_optlab.optimizers.schedule_free` (whose variable `at_average`,
     saved with the model, says where the weights are) and Keras' own
     `keras.optimizers.ScheduleFreeAdamW` exactly (same $y$, $z$ in its slot
-    `momentum`, $\beta$ = `beta_1`, same relation). Keras' class has no
+    `momentum`, $\beta$ = `beta_1`, the relation its own step uses to
+    recover $x$; Keras 3.15's step itself departs from the paper on
+    TensorFlow and PyTorch, see `ScheduleFreeAdamW`). Keras' class has no
     such variable: where its weights are is kept on the optimizer object,
     so it is lost when the model is saved and loaded; a model loaded from a
     file saved at $x$ is then taken to be at $y$. Also through

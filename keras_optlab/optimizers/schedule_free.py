@@ -361,7 +361,11 @@ class ScheduleFreeAdamW(_ScheduleFree):
     (as $p = 0$, also during warmup), $t$ is `iterations` (which counts
     gradient-accumulation calls too), its weight decay is Keras' decoupled
     $y \leftarrow y (1 - \eta \omega)$ before the step (not warmed up, not
-    entering $z$), and it computes in the variables' dtype.
+    entering $z$), and it computes in the variables' dtype. Its step also
+    differs by backend: on TensorFlow and PyTorch it recovers $x$ with
+    the slot already updated ($z_{k+1}$; `momentum.value` is the live
+    variable there), on JAX with $z_k$, so only on JAX is its $x$ the
+    mean of the $z$'s (checked in the tests).
 
     Departures and conventions:
     """ + _SHARED_DEPARTURES + r"""
