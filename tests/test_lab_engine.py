@@ -181,3 +181,18 @@ def test_values_set_through_variables_train_as_values_built_in(name):
     default_optimizer, _ = candidate.build(defaults, 10, 4)
     other = keras.Variable(START)
     assert not np.allclose(_run(compiled_apply(default_optimizer, [other]), other, 40), expected)
+
+
+def test_a_slot_that_starts_at_the_weights_starts_at_each_runs_own_weights(work):
+    # Keras' ScheduleFreeAdamW builds z as a copy of the weights; the model
+    # is compiled once, with seed 0's. At a learning rate of 0 nothing
+    # moves, so after a run z must still hold that run's initial weights.
+    shared = engine(work)
+    candidate = candidates.parse_candidate("keras_schedule_free_adamw")
+    for seed in (1, 2):
+        shared.run(candidate, {"learning_rate": 0.0}, seed)
+        optimizer = shared._compiled[0].model.optimizer
+        kernel = work.template(seed).get_weights()[0]
+        z = [v for v in optimizer.variables if v.name.endswith("kernel_momentum")][0]
+        assert z.shape == kernel.shape
+        np.testing.assert_array_equal(np.array(z), kernel)

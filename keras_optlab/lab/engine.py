@@ -102,7 +102,9 @@ class _Compiled:
     model: Any
     bindings: live.Bindings
     variables: list[Any]
-    optimizer_state: list[tuple[Any, np.ndarray]]
+    # (variable, value after build, index of the model variable it starts
+    # as, or None): see `_initial_state`.
+    optimizer_state: list[tuple[Any, np.ndarray, int | None]]
     traces: list[int]
     runs: int = 0
 
@@ -180,7 +182,7 @@ class Engine:
             optimizer.build(model.trainable_variables)
         # Bound values are set by each run, not reset.
         bound = {id(v) for v in bindings.variables}
-        state = [(v, np.array(v)) for v in optimizer.variables if id(v) not in bound]
+        state = _initial_state([v for v in optimizer.variables if id(v) not in bound], variables)
         model.compile(
             optimizer=optimizer,
             loss=self.workload.loss,
@@ -272,8 +274,9 @@ class Engine:
 
         for variable, value in zip(compiled.variables, self.initial_values(seed)):
             variable.assign(value)
-        for variable, value in compiled.optimizer_state:
-            variable.assign(value)
+        initial = self.initial_values(seed)
+        for variable, value, source in compiled.optimizer_state:
+            variable.assign(value if source is None else initial[source])
         traces_before = compiled.traces[0]
         # Same seed before every fit: the same shuffled batches for all.
         keras.utils.set_random_seed(seed)
@@ -294,6 +297,31 @@ class Engine:
         """Compiled models and retraces per candidate."""
         names = sorted(set(self.compiles) | set(self.retraces))
         return {n: {"compiled": self.compiles[n], "retraces": self.retraces[n]} for n in names}
+
+
+def _initial_state(state: list[Any], variables: list[Any]) -> list[tuple[Any, np.ndarray, int | None]]:
+    """Each optimizer variable with the value it has after `build`, and the
+    index of the model variable it was copied from, if any.
+
+    Most state starts at a constant (zeros, a step count of 0) and is reset
+    to it. Some starts as a copy of the weights (Keras' ScheduleFreeAdamW
+    keeps z, which starts at the weights): such a slot is reset to the
+    run's own initial weights, not to those the model was compiled with. A
+    slot is taken for a copy when it equals a model variable of its shape
+    that is not all zeros (a zero slot beside a zero bias is a constant
+    either way)."""
+    values = [np.array(v) for v in variables]
+    initial = []
+    for variable in state:
+        value = np.array(variable)
+        source = None
+        if value.ndim and np.any(value != 0):
+            source = next(
+                (i for i, w in enumerate(values) if w.shape == value.shape and np.array_equal(w, value)),
+                None,
+            )
+        initial.append((variable, value, source))
+    return initial
 
 
 def _plain(value: Any) -> Any:
