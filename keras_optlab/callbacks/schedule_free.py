@@ -49,11 +49,14 @@ class ScheduleFreeEval(keras.callbacks.Callback):
     Example:
 
     ```python
+    import keras
     from keras_optlab.callbacks import ScheduleFreeEval
+    from keras_optlab.optimizers import ScheduleFreeAdamW
 
-    model.fit(x, y, validation_data=(x_val, y_val), epochs=10,
-              callbacks=[ScheduleFreeEval()])
-    model.evaluate(x_val, y_val)  # at x
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=ScheduleFreeAdamW(), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, validation_split=0.25, epochs=10, callbacks=[ScheduleFreeEval()])
+    model.evaluate(x, y)  # at x
     ```
     """
 

@@ -163,7 +163,23 @@ class Candidate:
                 # callback could lower; Steered gives it one.
                 optimizer = Steered(optimizer)
             callbacks.append(entry.factory(**entry.fit_arguments(epochs, **_prefixed(values, name))))
+        if isinstance(optimizer, _schedule_free_classes()):
+            # Validated, and left after training, at the average x, where
+            # the method's authors evaluate (see ScheduleFreeEval).
+            callbacks.append(_schedule_free_eval()())
         return optimizer, callbacks
+
+
+def _schedule_free_classes() -> tuple[type, ...]:
+    from keras_optlab.optimizers.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
+
+    return (ScheduleFreeSGD, ScheduleFreeAdamW)
+
+
+def _schedule_free_eval() -> type:
+    from keras_optlab.callbacks.schedule_free import ScheduleFreeEval
+
+    return ScheduleFreeEval
 
 
 def _prefixed(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:

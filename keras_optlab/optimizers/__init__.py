@@ -14,6 +14,7 @@ from keras_optlab.optimizers.novograd import NovoGrad
 from keras_optlab.optimizers.prodigy import Prodigy
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.radam import RAdam
+from keras_optlab.optimizers.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.swa import SWA
 from keras_optlab.optimizers.swats import SWATS
@@ -44,6 +45,8 @@ __all__ = [
     "RAdam",
     "SWA",
     "SWATS",
+    "ScheduleFreeAdamW",
+    "ScheduleFreeSGD",
     "SteerableOptimizer",
     "Steered",
     "SwitchingOptimizer",

@@ -29,6 +29,7 @@ from keras_optlab.optimizers.lazy_adam import LazyAdam
 from keras_optlab.optimizers.lookahead import Lookahead
 from keras_optlab.optimizers.prodigy import Prodigy
 from keras_optlab.optimizers.radam import RAdam
+from keras_optlab.optimizers.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from keras_optlab.optimizers.swa import swa_sgd
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import SwitchingOptimizer
@@ -346,6 +347,12 @@ _KINGMA = "Kingma & Ba, 'Adam: A Method for Stochastic Optimization', ICLR 2015,
 # step size d, which the authors leave at 1 (lower it only if training is
 # unstable); a wide range would only repeat what d already adapts.
 _NEAR_ONE = space.LogUniform(0.5, 2.0, default=1.0)
+_DEFAZIO_2024 = (
+    "Defazio, Yang, Mehta, Mishchenko, Khaled & Cutkosky, 'The Road Less Scheduled', "
+    "NeurIPS 2024, arXiv:2405.15682"
+)
+SUGGESTED_SCHEDULE_FREE_SGD = 1.0
+SUGGESTED_SCHEDULE_FREE_ADAMW = 0.01
 
 for _info in (
     OptimizerInfo(
@@ -771,6 +778,26 @@ for _info in (
         keras_builtin=False,
         suggested_learning_rate=1.0,
         search_space={"learning_rate": _NEAR_ONE},
+    ),
+    OptimizerInfo(
+        name="schedule_free_sgd",
+        factory=ScheduleFreeSGD,
+        family="sgd",
+        update_rule="y = (1−β) z + β x;  z ← z − η g(y);  x ← (1 − c) x + c z, c = η²/Ση²  (x is the model to evaluate)",
+        paper=_DEFAZIO_2024,
+        keras_builtin=False,
+        suggested_learning_rate=SUGGESTED_SCHEDULE_FREE_SGD,
+        search_space={"momentum": _MOMENTUM},
+    ),
+    OptimizerInfo(
+        name="schedule_free_adamw",
+        factory=ScheduleFreeAdamW,
+        family="adaptive",
+        update_rule="v ← β₂v + (1−β₂)g(y)²;  z ← z − η (g(y)/(√v̂ + ε) + λ y);  x ← (1 − c) x + c z, c = η²/Ση²;  y = (1−β₁) z + β₁ x",
+        paper=_DEFAZIO_2024,
+        keras_builtin=False,
+        suggested_learning_rate=SUGGESTED_SCHEDULE_FREE_ADAMW,
+        search_space=_ADAM_SPACE,
     ),
 ):
     register(_info)
