@@ -101,53 +101,54 @@ def restore_training_state(model, state):
 
 # Methods of `keras.optimizers.Optimizer` an optimizer of ours may define and
 # still train through Keras' generic path: `update_step` once per variable,
-# on slots made from that variable. Under tf.distribute, keras.distribution
-# and loss scaling, Keras alone decides how such a step runs, so one
-# optimizer stands for all of them in the costly runs (distributed, mixed
-# precision); an optimizer that defines any other such method (its own
-# `_backend_update_step`, `apply`, weight decay) or makes any other state
-# (a scalar of its own, a sum over variables) gets a run of its own, without
-# being named.
-_GENERIC_METHODS = frozenset({"__init__", "build", "update_step", "get_config"})
+# on slots made from that variable (weight decay moved into `update_step`
+# is per variable too). Under tf.distribute, keras.distribution and loss
+# scaling, Keras alone decides how such a step runs, so one optimizer stands
+# for all of them in the costly runs (distributed, mixed precision). An
+# optimizer that defines any other such method (its own
+# `_backend_update_step`, `apply`) or makes any other state (a scalar of its
+# own, a sum over variables) takes its class' own path, without being
+# named; one name per class runs (`ranger` is a `Lookahead` as `lookahead`
+# is).
+_GENERIC_METHODS = frozenset(
+    {"__init__", "build", "update_step", "get_config", "_apply_weight_decay"}
+)
 _BASE_SCALARS = frozenset({"iteration", "learning_rate", "lr_scale"})
 
 
 def update_path(name):
     """`"generic"` if the registry's optimizer `name` takes Keras' generic
-    per-variable path (see above), else the name itself."""
+    per-variable path (see above), else the name of its class."""
     from keras_optlab import optimizers
     from keras_optlab.optimizers.base import SteerableOptimizer
 
     optimizer = optimizers.get(name)
+    own_path = type(optimizer).__name__
     if type(optimizer).__mro__[1] is not SteerableOptimizer:
-        return name
+        return own_path
     defined = {
         key for key in vars(type(optimizer))
         if hasattr(keras.optimizers.Optimizer, key) and not (key.startswith("__") and key != "__init__")
     }
     if defined - _GENERIC_METHODS:
-        return name
+        return own_path
     variables = [keras.Variable(np.zeros(shape, "float32")) for shape in ((3, 4), (4,))]
     optimizer.build(variables)
     for state in optimizer.variables:
         if tuple(state.shape) == ():
             if state.name not in _BASE_SCALARS:
-                return name
+                return own_path
         elif tuple(state.shape) not in ((3, 4), (4,)):
-            return name
+            return own_path
     return "generic"
 
 
 def one_per_update_path(names):
-    """`names` with only the first of those that take the generic path."""
-    kept, generic_seen = [], False
+    """The first of `names` on each update path (see `update_path`)."""
+    kept = {}
     for name in names:
-        if update_path(name) == "generic":
-            if generic_seen:
-                continue
-            generic_seen = True
-        kept.append(name)
-    return kept
+        kept.setdefault(update_path(name), name)
+    return list(kept.values())
 
 
 def apply_once(optimizer, grads, variables):
