@@ -9,10 +9,12 @@ BACKENDS := tensorflow jax torch
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::DeprecationWarning
 export NO_MKDOCS_2_WARNING := 1
-# pytest-xdist workers per backend: one per core, at most 4 (each worker
-# holds a backend, about 1.5 GB with TensorFlow). A test uses about one
-# core: Keras' tracing and dispatch are single-threaded Python.
-JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+# pytest-xdist workers per backend: one more than the cores, at most 4
+# (each worker holds a backend, about 1.5 GB with TensorFlow). A test uses
+# about one core (Keras' tracing and dispatch are single-threaded Python),
+# and some wait on subprocesses they start: on 2 cores the JAX pass took
+# 245 s with 3 workers against 272-321 s with 2; TensorFlow's was the same.
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); n=$$((n + 1)); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: demo test test-tensorflow test-jax test-torch docs bench install-demo install-test clean
 
@@ -54,7 +56,7 @@ test: install-test
 	@status=0; times=""; for backend in $(BACKENDS); do \
 	  echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
 	  start=$$(date +%s); \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist worksteal --durations=5 || status=1; \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --durations=5 || status=1; \
 	  times="$$times $$backend $$(( $$(date +%s) - start )) s;"; \
 	done; \
 	echo "=== mkdocs build --strict ==="; \
@@ -63,7 +65,7 @@ test: install-test
 	exit $$status
 
 test-%: install-test
-	KERAS_BACKEND=$* $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist worksteal
+	KERAS_BACKEND=$* $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS)
 
 # Benchmarks are not tests: they print ratios measured in one run.
 bench: install-test
