@@ -9,12 +9,13 @@ BACKENDS := tensorflow jax torch
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONWARNINGS := ignore::DeprecationWarning
 export NO_MKDOCS_2_WARNING := 1
-# pytest-xdist workers per backend: one more than the cores, at most 4
-# (each worker holds a backend, about 1.5 GB with TensorFlow). A test uses
-# about one core (Keras' tracing and dispatch are single-threaded Python),
-# and some wait on subprocesses they start: on 2 cores the JAX pass took
-# 245 s with 3 workers against 272-321 s with 2; TensorFlow's was the same.
-JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); n=$$((n + 1)); [ $$n -gt 4 ] && n=4; echo $$n)
+# pytest-xdist workers per backend: one per core, at most 4 (each worker
+# holds a backend, about 1.5 GB with TensorFlow). A test uses about one
+# core: Keras' tracing and dispatch are single-threaded Python. More
+# workers than cores slow the tests that start processes of their own
+# (the lab's worker tests took 46-68 s with 3 workers on 2 cores, 20-31 s
+# with 2).
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: demo test test-tensorflow test-jax test-torch docs bench install-demo install-test clean
 
