@@ -16,26 +16,13 @@ _XLA_TEST_FLAGS = " --xla_backend_optimization_level=0 --xla_llvm_disable_expens
 if _BACKEND_NAME in ("jax", "tensorflow"):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + _XLA_TEST_FLAGS).strip()
 
-# Two host devices for the distributed tests; both settings must be made
-# before the backend starts, so here rather than in the tests.
-if _BACKEND_NAME == "jax":
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    ).strip()
-elif _BACKEND_NAME == "tensorflow":
-    import tensorflow as tf
-
-    _cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(
-        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
-    )
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-BACKEND = keras.backend.backend()
-
+# Set by `pytest_configure` in each process that runs tests: pytest-xdist's
+# controller hands tests to its workers and runs none, so it never imports
+# the backend (3-7 s on 2 cores before any worker starts).
+keras = np = None
+BACKEND = _BACKEND_NAME
 # XLA on TensorFlow and jit on JAX; torch.compile is not what users of the
 # PyTorch backend run by default, so PyTorch tests run eagerly.
 JIT_COMPILE = BACKEND != "torch"
@@ -44,6 +31,33 @@ JIT_COMPILE = BACKEND != "torch"
 # tf.distribute on TensorFlow, keras.distribution on JAX. Keras offers none
 # on PyTorch, so that file is not collected there.
 collect_ignore = ["test_distributed.py"] if BACKEND == "torch" else []
+
+
+def pytest_configure(config):
+    if config.getoption("dist", "no") != "no" and not hasattr(config, "workerinput"):
+        return
+    _start_backend()
+
+
+def _start_backend():
+    global keras, np, BACKEND, JIT_COMPILE
+    # Two host devices for the distributed tests; both settings must be made
+    # before the backend starts.
+    if _BACKEND_NAME == "jax":
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+        ).strip()
+    elif _BACKEND_NAME == "tensorflow":
+        import tensorflow as tf
+
+        cpus = tf.config.list_physical_devices("CPU")
+        tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+    import keras
+    import numpy as np
+
+    BACKEND = keras.backend.backend()
+    JIT_COMPILE = BACKEND != "torch"
 
 
 @pytest.fixture(autouse=True)
