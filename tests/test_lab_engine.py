@@ -57,7 +57,14 @@ def reused(work):
     return shared, records
 
 
-@pytest.mark.parametrize("index", range(len(RUNS)), ids=[f"{c}-seed{s}-{i}" for i, (c, _, s) in enumerate(RUNS)])
+# The runs on a compiled model that an earlier run used: a seed back after
+# another seed, a setting after another setting, adam+plateau on adam's
+# model. The first run on each compiled model takes the path of a fresh
+# engine's run, so comparing it with one would compare a path with itself.
+REUSED = (2, 4, 5, 6, 8)
+
+
+@pytest.mark.parametrize("index", REUSED, ids=[f"{RUNS[i][0]}-seed{RUNS[i][2]}-{i}" for i in REUSED])
 def test_a_reused_run_equals_a_fresh_one(work, reused, index):
     name, hyperparameters, seed = RUNS[index]
     fresh = engine(work).run(candidates.parse_candidate(name), hyperparameters, seed)
@@ -157,7 +164,9 @@ def test_values_set_through_variables_train_as_values_built_in(name):
     bound = {id(v) for v in bindings.variables}
     initial = [(v, np.array(v)) for v in optimizer.variables if id(v) not in bound]
     step = compiled_apply(optimizer, [variable])
-    _run(step, variable, 1)
+    # Traced and stepped with the defaults: the steps that other values
+    # must move away from.
+    with_defaults = _run(step, variable, 40)
 
     built_in, _ = candidate.build(others, 10, 4)
     config = live.config_of(built_in)
@@ -178,9 +187,7 @@ def test_values_set_through_variables_train_as_values_built_in(name):
     # 6e-8 on beta_2 (6e-5 relative at 0.999), against float64 on the host.
     np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-5)
     # The values really moved the steps away from the defaults' steps.
-    default_optimizer, _ = candidate.build(defaults, 10, 4)
-    other = keras.Variable(START)
-    assert not np.allclose(_run(compiled_apply(default_optimizer, [other]), other, 40), expected)
+    assert not np.allclose(with_defaults, expected)
 
 
 def test_a_slot_that_starts_at_the_weights_starts_at_each_runs_own_weights(work):
