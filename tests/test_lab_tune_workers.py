@@ -48,10 +48,19 @@ def finished(states):
     return sum(state in ("COMPLETE", "PRUNED") for state in states.values())
 
 
+# `python -m keras_optlab`, as on a machine that has JAX and not TensorFlow
+# (what a JAX user installs): with TensorFlow installed, Keras imports it to
+# seed and to serialize, about 3 s of each worker's start.
+WITHOUT_TENSORFLOW = (
+    "import runpy, sys; sys.modules['tensorflow'] = None; "
+    "runpy.run_module('keras_optlab', run_name='__main__', alter_sys=True)"
+)
+
+
 def optlab(argv, stdout=subprocess.DEVNULL):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": BACKEND}
     return subprocess.Popen(
-        [sys.executable, "-m", "keras_optlab", *argv], env=env,
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, *argv], env=env,
         stdout=stdout, stderr=subprocess.PIPE, text=True,
     )
 
