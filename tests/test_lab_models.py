@@ -79,15 +79,9 @@ def test_every_name_has_an_expected_count():
 
 
 @pytest.mark.parametrize("name", models.MODELS)
-def test_mnist1d_model_has_the_paper_architecture_parameter_count(name, mnist1d):
+def test_mnist1d_model_has_the_paper_parameter_count_and_outputs_probabilities(name, mnist1d):
     model = models.build_model(name, mnist1d, seed=0)
     assert model.count_params() == PAPER_PARAMETERS[name]
-    keras.backend.clear_session()
-
-
-@pytest.mark.parametrize("name", models.MODELS)
-def test_mnist1d_model_maps_a_batch_to_class_probabilities(name, mnist1d):
-    model = models.build_model(name, mnist1d, seed=0)
     probabilities = keras.ops.convert_to_numpy(model(mnist1d.x_val[:32]))
     assert probabilities.shape == (32, CLASSES)
     assert np.all(probabilities >= 0)
