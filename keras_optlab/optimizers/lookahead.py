@@ -141,10 +141,15 @@ class Lookahead(SteerableOptimizer):
         **kwargs: Any,
     ) -> None:
         if isinstance(optimizer, str):
-            # A registry name or Keras string, as TensorFlow Addons accepted.
-            from keras_optlab.optimizers import registry
-
-            optimizer = registry.get(optimizer)
+            # A registry name or Keras string, as TensorFlow Addons accepted:
+            # Keras resolves the registry's names once the package is imported.
+            try:
+                optimizer = keras.optimizers.get(optimizer)
+            except ValueError:
+                raise ValueError(
+                    f"Unknown optimizer name {optimizer!r} for argument `optimizer`: expected a "
+                    "name of keras_optlab.optimizers.list_optimizers() or an optimizer instance."
+                ) from None
         _check_inner(optimizer)
         sync_period = _validation.check_int("sync_period", sync_period, low=1)
         slow_step_size = _validation.check_float(
