@@ -802,33 +802,3 @@ for _info in (
 ):
     register(_info)
 del _info
-
-
-def _public_path(factory: Callable) -> str:
-    """Where a user finds `factory`: `keras.optimizers.SGD`,
-    `keras_optlab.optimizers.RAdam`, else its module path."""
-    name = factory.__name__
-    if getattr(keras.optimizers, name, None) is factory:
-        return f"keras.optimizers.{name}"
-    import keras_optlab.optimizers as ours
-
-    if getattr(ours, name, None) is factory:
-        return f"keras_optlab.optimizers.{name}"
-    return f"{factory.__module__}.{name}"
-
-
-def markdown_table() -> str:
-    """The documentation's table of every registered name, as Markdown."""
-    rows = [
-        "| name | class | update rule | paper |",
-        "|---|---|---|---|",
-    ]
-    for entry in _REGISTRY:
-        optimizer_class = _public_path(entry.factory)
-        arguments = ", ".join(f"{k}={v!r}" for k, v in entry.defaults.items())
-        name = f"`{entry.name}`" + "".join(f", `{alias}`" for alias in entry.aliases)
-        rows.append(
-            f"| {name} | `{optimizer_class}({arguments})` "
-            f"| {entry.update_rule} | {entry.paper} |"
-        )
-    return "\n".join(rows) + "\n"

@@ -325,19 +325,3 @@ for _entry in (
 ):
     register(_entry)
 del _entry
-
-
-def markdown_table() -> str:
-    """The documentation's table of every registered name, as Markdown."""
-    def cell(text: str) -> str:
-        # A bare "|" (an absolute value in a formula) would end the cell.
-        return text.replace("|", "\\|")
-
-    rows = ["| name | class | rate at step t | reference |", "|---|---|---|---|"]
-    for entry in _REGISTRY:
-        origin = "keras.optimizers.schedules" if entry.keras_builtin else "keras_optlab.schedules"
-        rows.append(
-            f"| `{entry.name}` | `{origin}.{entry.factory.__name__}` "
-            f"| {cell(entry.formula)} | {cell(entry.paper)} |"
-        )
-    return "\n".join(rows) + "\n"
