@@ -8,23 +8,10 @@ import keras
 from keras import ops
 
 from keras_optlab import _validation
+from keras_optlab.optimizers._wrapping import check_inner, under_tf_strategy
+from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.base import SteerableOptimizer
-
-# Base-class features that `Optimizer.apply` runs and the wrapper, which
-# calls the inner optimizer's update directly, does not: set on the inner
-# optimizer they would be skipped silently, so they are refused there (set
-# them on the Lookahead instead).
-_WRAPPER_ONLY = ("use_ema", "gradient_accumulation_steps", "loss_scale_factor")
-
-
-def _under_tf_strategy() -> bool:
-    """Whether a (non-default) `tf.distribute` strategy is in scope."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return tf.distribute.has_strategy()
-
+from keras_optlab.optimizers.radam import RAdam
 
 @keras.saving.register_keras_serializable(package="keras_optlab")
 class Lookahead(SteerableOptimizer):
@@ -231,7 +218,7 @@ class Lookahead(SteerableOptimizer):
         step = ops.convert_to_tensor(inner._iterations) + 1
         inner._iterations.assign_add(1)
         sync = ops.equal(ops.mod(step, self.sync_period), 0)
-        if _under_tf_strategy():
+        if under_tf_strategy():
             self._tf_distributed_sync(trainable_variables, sync)
         elif keras.backend.backend() == "torch":
             self._sync_when(trainable_variables, sync)
@@ -346,34 +333,94 @@ def _copy_of(variable):
 
 
 def _check_inner(optimizer: Any) -> None:
-    if not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise TypeError(
-            "Argument `optimizer` must be a keras.optimizers.Optimizer instance. "
-            f"Received: optimizer={optimizer!r}"
-        )
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        raise ValueError(
-            "Argument `optimizer` must not be a LossScaleOptimizer: wrap the "
-            "Lookahead in it instead. "
-            f"Received: optimizer={optimizer!r}"
-        )
-    if optimizer.built:
-        raise ValueError(
-            "Argument `optimizer` must be an optimizer that is not built yet: "
-            f"it is already built on {len(optimizer._trainable_variables)} "
-            "variables and holds state for them. Lookahead builds it on the "
-            "variables it trains; pass a fresh one. "
-            f"Received: optimizer={optimizer.name!r}"
-        )
+    check_inner(
+        "optimizer", optimizer, "Lookahead",
+        # Base-class features that `Optimizer.apply` runs and the wrapper,
+        # which calls the inner optimizer's update directly, does not.
+        refused_because="set it on the Lookahead, which applies it around the inner optimizer",
+    )
     if "_get_current_learning_rate" in vars(optimizer):
         raise ValueError(
             "Argument `optimizer` is already wrapped by another Lookahead or "
             f"a Steered; pass a fresh one. Received: optimizer={optimizer.name!r}"
         )
-    for attribute in _WRAPPER_ONLY:
-        if getattr(optimizer, attribute, None):
-            raise ValueError(
-                f"Argument `optimizer` must not set `{attribute}`: set it on the "
-                "Lookahead, which applies it around the inner optimizer. "
-                f"Received: optimizer.{attribute}={getattr(optimizer, attribute)!r}"
-            )
+
+
+# Arguments of `keras.optimizers.Optimizer` that belong to the Lookahead
+# wrapper rather than to the optimizer it wraps.
+_LOOKAHEAD_OWN = ("use_ema", "ema_momentum", "ema_overwrite_frequency",
+                  "gradient_accumulation_steps", "loss_scale_factor", "name")
+
+
+def _split_lookahead_arguments(kwargs: dict) -> tuple[dict, dict]:
+    own = {key: kwargs.pop(key) for key in _LOOKAHEAD_OWN if key in kwargs}
+    return own, kwargs
+
+
+def lookahead(
+    learning_rate: Any = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    sync_period: int = 6,
+    slow_step_size: float = 0.5,
+    **kwargs: Any,
+) -> Lookahead:
+    """`Lookahead` around Adam.
+
+    Adam is computed with float32 coefficients (keras_optlab's `AdaBound`
+    with its bounds off, whose update is exactly Keras' `Adam` formula), so
+    that it also moves bfloat16 variables, which Keras' `Adam` does not.
+    For another inner optimizer, build `Lookahead(optimizer)` directly.
+
+    Args:
+        learning_rate: Adam's rate: a float >= 0, a schedule or a callable.
+            Defaults to `0.001`.
+        beta_1: Adam's first-moment decay, in [0, 1). Defaults to `0.9`.
+        beta_2: Adam's second-moment decay, in [0, 1). Defaults to `0.999`.
+        epsilon: Adam's epsilon, >= 0. Defaults to `1e-7`, as Keras' `Adam`.
+        sync_period: See `Lookahead`. Defaults to `6`.
+        slow_step_size: See `Lookahead`. Defaults to `0.5`.
+        **kwargs: `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
+            `gradient_accumulation_steps`, `loss_scale_factor` and `name`
+            go to the `Lookahead`; the others (`weight_decay`, clipping) to
+            Adam.
+    """
+    own, inner = _split_lookahead_arguments(kwargs)
+    adam = AdaBound(
+        learning_rate=learning_rate, final_lr=None, beta_1=beta_1,
+        beta_2=beta_2, epsilon=epsilon, name="adam", **inner,
+    )
+    return Lookahead(adam, sync_period=sync_period, slow_step_size=slow_step_size, **own)
+
+
+def ranger(
+    learning_rate: Any = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    sync_period: int = 6,
+    slow_step_size: float = 0.5,
+    **kwargs: Any,
+) -> Lookahead:
+    """Ranger: `Lookahead` around `RAdam` (Wright, 2019).
+
+    Args:
+        learning_rate: RAdam's rate: a float >= 0, a schedule or a callable.
+            Defaults to `0.001`.
+        beta_1: RAdam's first-moment decay, in [0, 1). Defaults to `0.9`.
+        beta_2: RAdam's second-moment decay, in [0, 1). Defaults to `0.999`.
+        epsilon: RAdam's epsilon, >= 0. Defaults to `1e-7`.
+        sync_period: See `Lookahead`. Defaults to `6`, as Ranger.
+        slow_step_size: See `Lookahead`. Defaults to `0.5`, as Ranger.
+        **kwargs: `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
+            `gradient_accumulation_steps`, `loss_scale_factor` and `name`
+            go to the `Lookahead`; the others (`threshold`,
+            `degenerated_to_sgd`, `weight_decay`, clipping) to `RAdam`.
+    """
+    own, inner = _split_lookahead_arguments(kwargs)
+    radam = RAdam(
+        learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+        epsilon=epsilon, **inner,
+    )
+    return Lookahead(radam, sync_period=sync_period, slow_step_size=slow_step_size, **own)

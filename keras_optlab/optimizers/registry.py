@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import keras
 
-from keras_optlab import _registry, _validation
+from keras_optlab import _registry
 from keras_optlab import search_space as space
 from keras_optlab.optimizers.adabelief import AdaBelief
 from keras_optlab.optimizers.adabound import AdaBound
@@ -26,13 +26,13 @@ from keras_optlab.optimizers.novograd import NovoGrad
 from keras_optlab.optimizers.conditional_gradient import ConditionalGradient
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.lazy_adam import LazyAdam
-from keras_optlab.optimizers.lookahead import Lookahead
+from keras_optlab.optimizers.lookahead import lookahead, ranger
 from keras_optlab.optimizers.prodigy import Prodigy
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 from keras_optlab.optimizers.swa import swa_sgd
 from keras_optlab.optimizers.swats import SWATS
-from keras_optlab.optimizers.switching import SwitchingOptimizer
+from keras_optlab.optimizers.switching import adam_then_sgd
 from keras_optlab.optimizers.yogi import Yogi
 
 
@@ -197,138 +197,6 @@ def get(name: str, /, **kwargs: Any) -> keras.optimizers.Optimizer:
     if isinstance(rate, int) and not isinstance(rate, bool):
         arguments["learning_rate"] = float(rate)
     return entry.factory(**arguments)
-
-
-def adam_then_sgd(
-    learning_rate: Any = 0.001,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-    sgd_learning_rate: Any = 0.01,
-    momentum: float = 0.9,
-    switch_step: int | None = None,
-    second_learning_rate: str | None = None,
-    **kwargs: Any,
-) -> SwitchingOptimizer:
-    """Adam, then SGD with momentum: a `SwitchingOptimizer`.
-
-    The Adam phase is computed with float32 coefficients (keras_optlab's
-    `AdaBound` with its bounds off, whose update is exactly Keras' `Adam`
-    formula), so that it also moves bfloat16 variables, which Keras' `Adam`
-    does not. The second phase is `keras.optimizers.SGD(sgd_learning_rate,
-    momentum=momentum)`. Without `switch_step`, switch with the
-    `keras_optlab.callbacks.SwitchOptimizer` callback.
-
-    Args:
-        learning_rate: Adam's rate: a float >= 0, a schedule or a callable.
-            Defaults to `0.001`.
-        beta_1: Adam's first-moment decay, in [0, 1). Defaults to `0.9`.
-        beta_2: Adam's second-moment decay, in [0, 1). Defaults to `0.999`.
-        epsilon: Adam's epsilon, >= 0. Defaults to `1e-7`, as Keras' `Adam`.
-        sgd_learning_rate: SGD's rate (ignored with
-            `second_learning_rate="estimate"`). Defaults to `0.01`.
-        momentum: SGD's momentum, in [0, 1). Defaults to `0.9`.
-        switch_step: See `SwitchingOptimizer`. Defaults to `None`.
-        second_learning_rate: See `SwitchingOptimizer`. Defaults to `None`.
-        **kwargs: Passed to `SwitchingOptimizer`.
-    """
-    learning_rate = _validation.check_learning_rate(learning_rate)
-    beta_1 = _validation.check_float("beta_1", beta_1, low=0.0, high=1.0, high_open=True)
-    beta_2 = _validation.check_float("beta_2", beta_2, low=0.0, high=1.0, high_open=True)
-    epsilon = _validation.check_float("epsilon", epsilon, low=0.0)
-    sgd_learning_rate = _validation.check_learning_rate(
-        sgd_learning_rate, "sgd_learning_rate"
-    )
-    momentum = _validation.check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    adam = AdaBound(
-        learning_rate=learning_rate, final_lr=None, beta_1=beta_1,
-        beta_2=beta_2, epsilon=epsilon, name="adam",
-    )
-    sgd = keras.optimizers.SGD(learning_rate=sgd_learning_rate, momentum=momentum)
-    return SwitchingOptimizer(
-        adam, sgd, switch_step=switch_step,
-        second_learning_rate=second_learning_rate, **kwargs,
-    )
-
-
-# Arguments of `keras.optimizers.Optimizer` that belong to the Lookahead
-# wrapper rather than to the optimizer it wraps.
-_LOOKAHEAD_OWN = ("use_ema", "ema_momentum", "ema_overwrite_frequency",
-                  "gradient_accumulation_steps", "loss_scale_factor", "name")
-
-
-def _split_lookahead_arguments(kwargs: dict) -> tuple[dict, dict]:
-    own = {key: kwargs.pop(key) for key in _LOOKAHEAD_OWN if key in kwargs}
-    return own, kwargs
-
-
-def lookahead(
-    learning_rate: Any = 0.001,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-    sync_period: int = 6,
-    slow_step_size: float = 0.5,
-    **kwargs: Any,
-) -> Lookahead:
-    """`Lookahead` around Adam.
-
-    Adam is computed with float32 coefficients (keras_optlab's `AdaBound`
-    with its bounds off, whose update is exactly Keras' `Adam` formula), so
-    that it also moves bfloat16 variables, which Keras' `Adam` does not.
-    For another inner optimizer, build `Lookahead(optimizer)` directly.
-
-    Args:
-        learning_rate: Adam's rate: a float >= 0, a schedule or a callable.
-            Defaults to `0.001`.
-        beta_1: Adam's first-moment decay, in [0, 1). Defaults to `0.9`.
-        beta_2: Adam's second-moment decay, in [0, 1). Defaults to `0.999`.
-        epsilon: Adam's epsilon, >= 0. Defaults to `1e-7`, as Keras' `Adam`.
-        sync_period: See `Lookahead`. Defaults to `6`.
-        slow_step_size: See `Lookahead`. Defaults to `0.5`.
-        **kwargs: `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
-            `gradient_accumulation_steps`, `loss_scale_factor` and `name`
-            go to the `Lookahead`; the others (`weight_decay`, clipping) to
-            Adam.
-    """
-    own, inner = _split_lookahead_arguments(kwargs)
-    adam = AdaBound(
-        learning_rate=learning_rate, final_lr=None, beta_1=beta_1,
-        beta_2=beta_2, epsilon=epsilon, name="adam", **inner,
-    )
-    return Lookahead(adam, sync_period=sync_period, slow_step_size=slow_step_size, **own)
-
-
-def ranger(
-    learning_rate: Any = 0.001,
-    beta_1: float = 0.9,
-    beta_2: float = 0.999,
-    epsilon: float = 1e-7,
-    sync_period: int = 6,
-    slow_step_size: float = 0.5,
-    **kwargs: Any,
-) -> Lookahead:
-    """Ranger: `Lookahead` around `RAdam` (Wright, 2019).
-
-    Args:
-        learning_rate: RAdam's rate: a float >= 0, a schedule or a callable.
-            Defaults to `0.001`.
-        beta_1: RAdam's first-moment decay, in [0, 1). Defaults to `0.9`.
-        beta_2: RAdam's second-moment decay, in [0, 1). Defaults to `0.999`.
-        epsilon: RAdam's epsilon, >= 0. Defaults to `1e-7`.
-        sync_period: See `Lookahead`. Defaults to `6`, as Ranger.
-        slow_step_size: See `Lookahead`. Defaults to `0.5`, as Ranger.
-        **kwargs: `use_ema`, `ema_momentum`, `ema_overwrite_frequency`,
-            `gradient_accumulation_steps`, `loss_scale_factor` and `name`
-            go to the `Lookahead`; the others (`threshold`,
-            `degenerated_to_sgd`, `weight_decay`, clipping) to `RAdam`.
-    """
-    own, inner = _split_lookahead_arguments(kwargs)
-    radam = RAdam(
-        learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-        epsilon=epsilon, **inner,
-    )
-    return Lookahead(radam, sync_period=sync_period, slow_step_size=slow_step_size, **own)
 
 
 _LOOKAHEAD_SPACE = {

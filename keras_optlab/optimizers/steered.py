@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_optlab.optimizers._wrapping import check_inner
 from keras_optlab.optimizers.base import SteerableOptimizer
 
 
@@ -107,17 +108,13 @@ class Steered(InnerDelegation, SteerableOptimizer):
     """
 
     def __init__(self, inner_optimizer: keras.optimizers.Optimizer, name: str | None = None, **kwargs: Any) -> None:
-        if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
-            raise TypeError(
-                "Argument `inner_optimizer` must be a keras.optimizers.Optimizer. "
-                f"Received: inner_optimizer={inner_optimizer!r}"
-            )
-        if isinstance(inner_optimizer, (keras.optimizers.LossScaleOptimizer, Steered)):
+        # Built or not (Keras' own optimizers are wrapped as they come); the
+        # inner optimizer keeps its own arguments.
+        check_inner("inner_optimizer", inner_optimizer, "Steered", unbuilt=False, refused=())
+        if isinstance(inner_optimizer, Steered):
             raise ValueError(
-                "Argument `inner_optimizer` must not be a "
-                f"{type(inner_optimizer).__name__}: write "
-                "LossScaleOptimizer(Steered(optimizer)), with Steered inside. "
-                f"Received: inner_optimizer={inner_optimizer!r}"
+                "Argument `inner_optimizer` must not be a Steered: it already has "
+                f"an `lr_scale`. Received: inner_optimizer={inner_optimizer!r}"
             )
         if kwargs:
             # The inner optimizer owns clipping, weight decay, EMA, ...

@@ -11,6 +11,7 @@ from keras import ops
 
 from keras_optlab import _validation
 from keras_optlab.optimizers.base import SteerableOptimizer
+from keras_optlab.optimizers._wrapping import check_inner
 from keras_optlab.optimizers.steered import InnerDelegation
 
 # Base-class features that the inner optimizer would apply at the wrong
@@ -118,31 +119,10 @@ class SWA(InnerDelegation, SteerableOptimizer):
         name: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(optimizer, keras.optimizers.Optimizer):
-            raise TypeError(
-                "Argument `optimizer` must be a keras.optimizers.Optimizer "
-                f"instance. Received: optimizer={optimizer!r}"
-            )
-        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-            raise ValueError(
-                "Argument `optimizer` must not be a LossScaleOptimizer: write "
-                "LossScaleOptimizer(SWA(optimizer)), with SWA inside. "
-                f"Received: optimizer={optimizer!r}"
-            )
-        if optimizer.built:
-            raise ValueError(
-                "Argument `optimizer` must be an optimizer that is not built "
-                "yet: SWA builds it on the variables it trains. Received: "
-                f"optimizer={optimizer.name!r}, built on "
-                f"{len(optimizer._trainable_variables)} variables"
-            )
-        for attribute in _REFUSED_ON_INNER:
-            if getattr(optimizer, attribute, None):
-                raise ValueError(
-                    f"Argument `optimizer` must not set `{attribute}`, which "
-                    "SWA cannot average around. Received: "
-                    f"optimizer.{attribute}={getattr(optimizer, attribute)!r}"
-                )
+        check_inner(
+            "optimizer", optimizer, "SWA", refused=_REFUSED_ON_INNER,
+            refused_because="SWA cannot average around it",
+        )
         if kwargs:
             # The inner optimizer owns clipping, weight decay, loss scaling.
             raise ValueError(

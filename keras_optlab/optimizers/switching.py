@@ -9,53 +9,13 @@ from keras import ops
 
 from keras_optlab import _validation
 from keras_optlab.optimizers import _lineage, _phases
+from keras_optlab.optimizers._wrapping import check_inner, under_tf_strategy
+from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.base import SteerableOptimizer
 
 # Base-class features the wrapper applies itself, for whichever phase runs.
 # Set on an inner optimizer they would be skipped silently, so they are
 # refused there.
-_WRAPPER_ONLY = ("use_ema", "gradient_accumulation_steps", "loss_scale_factor")
-
-
-def _check_inner(name: str, optimizer: Any) -> keras.optimizers.Optimizer:
-    if not isinstance(optimizer, keras.optimizers.Optimizer):
-        raise TypeError(
-            f"Argument `{name}` must be a keras.optimizers.Optimizer instance. "
-            f"Received: {name}={optimizer!r}"
-        )
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
-        raise ValueError(
-            f"Argument `{name}` must not be a LossScaleOptimizer: wrap the "
-            "SwitchingOptimizer in it instead. "
-            f"Received: {name}={optimizer!r}"
-        )
-    if optimizer.built:
-        raise ValueError(
-            f"Argument `{name}` must be an optimizer that is not built yet: it "
-            f"is already built on {len(optimizer._trainable_variables)} "
-            "variables and holds state for them. SwitchingOptimizer builds "
-            "both optimizers on the variables it trains; pass a fresh one. "
-            f"Received: {name}={optimizer.name!r}"
-        )
-    for attribute in _WRAPPER_ONLY:
-        if getattr(optimizer, attribute, None):
-            raise ValueError(
-                f"Argument `{name}` must not set `{attribute}`: set it on the "
-                "SwitchingOptimizer, which applies it to both phases. "
-                f"Received: {name}.{attribute}={getattr(optimizer, attribute)!r}"
-            )
-    return optimizer
-
-
-def _under_tf_strategy() -> bool:
-    """Whether a (non-default) `tf.distribute` strategy is in scope."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return tf.distribute.has_strategy()
-
-
 @keras.saving.register_keras_serializable(package="keras_optlab")
 class SwitchingOptimizer(SteerableOptimizer):
     r"""Trains with `first`, then with `second`, switching inside the graph.
@@ -217,8 +177,9 @@ class SwitchingOptimizer(SteerableOptimizer):
         name: str = "switching",
         **kwargs: Any,
     ) -> None:
-        _check_inner("first", first)
-        _check_inner("second", second)
+        for argument, optimizer in (("first", first), ("second", second)):
+            check_inner(argument, optimizer, "SwitchingOptimizer",
+                        refused_because="set it on the SwitchingOptimizer, which applies it to both phases")
         if first is second:
             raise ValueError(
                 "Arguments `first` and `second` must be two optimizer "
@@ -522,7 +483,7 @@ class SwitchingOptimizer(SteerableOptimizer):
         selects (`_phases.select_updates`) where `_selectable`, else behind
         a conditional (a Python `if` in eager PyTorch)."""
         measure = self.second_learning_rate == "estimate"
-        if _under_tf_strategy():
+        if under_tf_strategy():
             self._tf_distributed_step(grads, trainable_variables, learning_rate, measure)
             return
         in_first = ops.equal(phase, 0)
@@ -710,3 +671,55 @@ class SwitchingOptimizer(SteerableOptimizer):
                 config[key], custom_objects=custom_objects
             )
         return cls(**config)
+
+
+def adam_then_sgd(
+    learning_rate: Any = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    sgd_learning_rate: Any = 0.01,
+    momentum: float = 0.9,
+    switch_step: int | None = None,
+    second_learning_rate: str | None = None,
+    **kwargs: Any,
+) -> SwitchingOptimizer:
+    """Adam, then SGD with momentum: a `SwitchingOptimizer`.
+
+    The Adam phase is computed with float32 coefficients (keras_optlab's
+    `AdaBound` with its bounds off, whose update is exactly Keras' `Adam`
+    formula), so that it also moves bfloat16 variables, which Keras' `Adam`
+    does not. The second phase is `keras.optimizers.SGD(sgd_learning_rate,
+    momentum=momentum)`. Without `switch_step`, switch with the
+    `keras_optlab.callbacks.SwitchOptimizer` callback.
+
+    Args:
+        learning_rate: Adam's rate: a float >= 0, a schedule or a callable.
+            Defaults to `0.001`.
+        beta_1: Adam's first-moment decay, in [0, 1). Defaults to `0.9`.
+        beta_2: Adam's second-moment decay, in [0, 1). Defaults to `0.999`.
+        epsilon: Adam's epsilon, >= 0. Defaults to `1e-7`, as Keras' `Adam`.
+        sgd_learning_rate: SGD's rate (ignored with
+            `second_learning_rate="estimate"`). Defaults to `0.01`.
+        momentum: SGD's momentum, in [0, 1). Defaults to `0.9`.
+        switch_step: See `SwitchingOptimizer`. Defaults to `None`.
+        second_learning_rate: See `SwitchingOptimizer`. Defaults to `None`.
+        **kwargs: Passed to `SwitchingOptimizer`.
+    """
+    learning_rate = _validation.check_learning_rate(learning_rate)
+    beta_1 = _validation.check_float("beta_1", beta_1, low=0.0, high=1.0, high_open=True)
+    beta_2 = _validation.check_float("beta_2", beta_2, low=0.0, high=1.0, high_open=True)
+    epsilon = _validation.check_float("epsilon", epsilon, low=0.0)
+    sgd_learning_rate = _validation.check_learning_rate(
+        sgd_learning_rate, "sgd_learning_rate"
+    )
+    momentum = _validation.check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    adam = AdaBound(
+        learning_rate=learning_rate, final_lr=None, beta_1=beta_1,
+        beta_2=beta_2, epsilon=epsilon, name="adam",
+    )
+    sgd = keras.optimizers.SGD(learning_rate=sgd_learning_rate, momentum=momentum)
+    return SwitchingOptimizer(
+        adam, sgd, switch_step=switch_step,
+        second_learning_rate=second_learning_rate, **kwargs,
+    )
