@@ -25,13 +25,19 @@ $(PY):
 
 # The stamps re-run the install when the package metadata changes.
 # uv installs the rest: the same versions as pip, in a fifth of the time
-# (11 s against 55 s for the test extras on a 2-core machine).
+# (11 s against 55 s for the test extras on a 2-core machine). Unlike pip,
+# uv writes no bytecode unless asked: without it every Python process
+# (each test worker, each process a test starts) compiled TensorFlow, JAX
+# and Keras from source, about 5 s each, and more where
+# PYTHONDONTWRITEBYTECODE is set (a fresh clone's suite took 108 s longer
+# than the same suite on an installed environment). Compiling at install
+# takes about 35 s.
 UV := $(VENV)/bin/uv
 $(UV): | $(PY)
 	$(PIP) install --quiet uv
 
 $(VENV)/.demo-installed: setup.cfg pyproject.toml | $(UV)
-	$(UV) pip install --quiet --python $(PY) -e ".[tensorflow,lab]"
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) -e ".[tensorflow,lab]"
 	touch $@
 
 # torch==2.13.0 first, by pip: it is the CPU build; asked for by a range
@@ -39,7 +45,7 @@ $(VENV)/.demo-installed: setup.cfg pyproject.toml | $(UV)
 # it satisfies the range.
 $(VENV)/.test-installed: setup.cfg pyproject.toml | $(UV)
 	$(PIP) install --quiet torch==2.13.0
-	$(UV) pip install --quiet --python $(PY) -e ".[tensorflow,jax,torch,lab,postgres,test,docs]"
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) -e ".[tensorflow,jax,torch,lab,postgres,test,docs]"
 	touch $@
 
 install-demo: $(VENV)/.demo-installed
