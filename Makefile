@@ -14,7 +14,9 @@ export NO_MKDOCS_2_WARNING := 1
 # core: Keras' tracing and dispatch are single-threaded Python. More
 # workers than cores slow the tests that start processes of their own
 # (the lab's worker tests took 46-68 s with 3 workers on 2 cores, 20-31 s
-# with 2).
+# with 2). --dist loadgroup keeps the files marked with an xdist_group on
+# one worker, so that a module fixture (a tune run, a shared engine) runs
+# once rather than once on each worker.
 JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: demo test test-tensorflow test-jax test-torch docs bench install-demo install-test clean
@@ -63,7 +65,7 @@ test: install-test
 	@status=0; times=""; for backend in $(BACKENDS); do \
 	  echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
 	  start=$$(date +%s); \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --durations=5 || status=1; \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist loadgroup --durations=5 || status=1; \
 	  times="$$times $$backend $$(( $$(date +%s) - start )) s;"; \
 	done; \
 	echo "=== mkdocs build --strict ==="; \
@@ -72,7 +74,7 @@ test: install-test
 	exit $$status
 
 test-%: install-test
-	KERAS_BACKEND=$* $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS)
+	KERAS_BACKEND=$* $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist loadgroup
 
 # Benchmarks are not tests: they print ratios measured in one run.
 bench: install-test

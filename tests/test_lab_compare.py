@@ -16,6 +16,9 @@ import pytest
 
 from keras_optlab.lab import cli, runs
 
+# One xdist worker runs this file, so its module fixture runs once (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_lab_compare")
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 OPTIMIZERS = ("sgd", "adam_then_sgd")
 EPOCHS = 4

@@ -13,6 +13,9 @@ from keras_optlab.lab import candidates, live
 from keras_optlab.lab.engine import Engine
 from keras_optlab.optimizers import list_optimizers
 
+# One xdist worker runs this file, so its module fixture runs once (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_lab_engine")
+
 # Reused and fresh histories agree to this relative tolerance (the same
 # arithmetic; TensorFlow's graph may fuse differently between functions).
 RTOL = 1e-5 if BACKEND == "tensorflow" else 1e-6

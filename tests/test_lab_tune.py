@@ -18,6 +18,9 @@ import pytest
 
 from keras_optlab.lab import cli
 
+# One xdist worker runs this file, so its module fixture runs once (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_lab_tune")
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CANDIDATES = ("sgd", "adam+step")
 TRIALS = 2

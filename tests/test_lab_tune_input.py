@@ -47,6 +47,9 @@ WORKLOAD = textwrap.dedent(
     '''
 )
 
+# One xdist worker runs this file, so its module fixture runs once (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_lab_tune_input")
+
 
 def run_cli(argv):
     stdout, stderr = io.StringIO(), io.StringIO()

@@ -24,6 +24,9 @@ from conftest import (
 from keras_optlab.optimizers import SWA, lr_scale_of
 from keras_optlab.optimizers.swa import swa_sgd, update_batch_norm
 
+# One xdist worker runs this file, so its module fixture runs once (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_swa")
+
 
 def swa_reference(theta, gradient_fn, rates, momentum, start, period, weight_decay=0.0):
     """Keras' SGD with momentum (v ← μv − ηg; θ ← θ + v, decoupled decay

@@ -23,6 +23,9 @@ from conftest import (
 from keras_optlab.callbacks import SwitchOptimizer
 from keras_optlab.optimizers import SWATS
 
+# One xdist worker runs this file, so its module fixture runs once (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_swats")
+
 
 def swats_reference(theta, gradient_fn, steps, lr, groups, beta_1=0.9,
                     beta_2=0.999, eps=1e-9, tol=1e-9, relative=False,

@@ -23,6 +23,9 @@ from keras_optlab import optimizers
 from keras_optlab.callbacks import LearningRateLogger, SwitchOptimizer
 from keras_optlab.optimizers import SwitchingOptimizer
 
+# One xdist worker runs this file, so its module fixture runs once (make test: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("test_switching")
+
 
 def adam_then_momentum(switch_step=None, exact_adam=False, **kwargs):
     # Keras' Adam forms 1 - beta**t in float32 and is off by up to ~3e-5
