@@ -10,8 +10,8 @@ import numpy as np
 from keras import ops
 
 from keras_optlab import _validation
-from keras_optlab.optimizers.base import SteerableOptimizer
 from keras_optlab.optimizers._wrapping import check_inner
+from keras_optlab.optimizers.base import SteerableOptimizer
 from keras_optlab.optimizers.steered import InnerDelegation
 
 # Base-class features that the inner optimizer would apply at the wrong
