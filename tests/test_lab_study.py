@@ -67,3 +67,33 @@ def test_a_study_with_trials_and_no_settings_is_refused_at_once():
     with pytest.raises(UsageError, match="'s/sgd' in memory was not made by optlab tune"):
         open_sgd(storage)
     assert time.monotonic() - began < studies.SETTINGS_WAIT_SECONDS / 2
+
+
+class _MakerFinishesAfterTheFirstRead:
+    """A study whose maker, between a reader's first and second read, records
+    its settings and starts the default trial: every read after the first
+    sees the finished study."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def _read(self):
+        self.reads += 1
+        return self.reads > 1
+
+    def get_trials(self, deepcopy=False):
+        state = optuna.trial.TrialState.RUNNING if self._read() else optuna.trial.TrialState.WAITING
+        return [optuna.trial.create_trial(state=state)]
+
+    @property
+    def user_attrs(self):
+        return {studies.SETTINGS_ATTR: dict(WANTED["sgd"])} if self._read() else {}
+
+
+def test_a_maker_that_finishes_between_two_reads_is_not_taken_for_a_foreign_study(monkeypatch):
+    # Read attributes first and trials second, this study would show no
+    # settings and a running trial: "not made by optlab tune".
+    study = _MakerFinishesAfterTheFirstRead()
+    monkeypatch.setattr(optuna, "load_study", lambda **_: study)
+    assert studies._stored_settings(None, "memory", "s/sgd") == WANTED["sgd"]
+    assert study.reads == 2

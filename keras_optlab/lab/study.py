@@ -289,12 +289,19 @@ def _stored_settings(storage, shown: str, name: str) -> dict[str, Any] | None:
     deadline = time.monotonic() + SETTINGS_WAIT_SECONDS
     while True:
         loaded = optuna.load_study(study_name=name, storage=storage)
-        stored = loaded.user_attrs.get(SETTINGS_ATTR)
-        if isinstance(stored, dict):
-            return stored
-        being_made = not loaded.user_attrs and all(
+        # The trials first, then the attributes: the maker records its
+        # settings before any trial runs, so trials read as all waiting and
+        # attributes read later as empty mean it is still making the study.
+        # (Read the other way round, its settings and its first running
+        # trial could both land between the two reads.)
+        only_waiting = all(
             t.state == optuna.trial.TrialState.WAITING for t in loaded.get_trials(deepcopy=False)
         )
+        attributes = loaded.user_attrs
+        stored = attributes.get(SETTINGS_ATTR)
+        if isinstance(stored, dict):
+            return stored
+        being_made = not attributes and only_waiting
         if not being_made:
             raise UsageError(
                 f"Study {name!r} in {shown} was not made by optlab tune; name another --study."
