@@ -21,12 +21,15 @@ def check_inner(
     *,
     unbuilt: bool = True,
     refused: Iterable[str] = WRAPPER_ONLY,
-    refused_because: str = "set it on the wrapper, which applies it around the inner optimizer",
+    refused_because: str | None = None,
 ) -> keras.optimizers.Optimizer:
     """Checks `optimizer`, given to `wrapper` as `argument`: an optimizer
     instance, not a `LossScaleOptimizer` (which goes outside the wrapper),
     not built yet where `unbuilt` (the wrapper builds it on the variables it
-    trains) and without any of the `refused` arguments set. Returns it."""
+    trains) and without any of the `refused` arguments set (`refused_because`
+    says why; by default, that the wrapper applies them). Returns it."""
+    if refused_because is None:
+        refused_because = f"set it on the {wrapper}, which applies it around the inner optimizer"
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         raise TypeError(
             f"Argument `{argument}` must be a keras.optimizers.Optimizer instance. "

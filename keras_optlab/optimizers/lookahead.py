@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from keras_optlab import _validation
-from keras_optlab.optimizers._wrapping import check_inner, under_tf_strategy
+from keras_optlab.optimizers._wrapping import WRAPPER_ONLY, check_inner, under_tf_strategy
 from keras_optlab.optimizers.adabound import AdaBound
 from keras_optlab.optimizers.base import SteerableOptimizer
 from keras_optlab.optimizers.radam import RAdam
@@ -333,12 +333,9 @@ def _copy_of(variable):
 
 
 def _check_inner(optimizer: Any) -> None:
-    check_inner(
-        "optimizer", optimizer, "Lookahead",
-        # Base-class features that `Optimizer.apply` runs and the wrapper,
-        # which calls the inner optimizer's update directly, does not.
-        refused_because="set it on the Lookahead, which applies it around the inner optimizer",
-    )
+    # Base-class features that `Optimizer.apply` runs and the wrapper, which
+    # calls the inner optimizer's update directly, does not: refused there.
+    check_inner("optimizer", optimizer, "Lookahead")
     if "_get_current_learning_rate" in vars(optimizer):
         raise ValueError(
             "Argument `optimizer` is already wrapped by another Lookahead or "
@@ -347,9 +344,9 @@ def _check_inner(optimizer: Any) -> None:
 
 
 # Arguments of `keras.optimizers.Optimizer` that belong to the Lookahead
-# wrapper rather than to the optimizer it wraps.
-_LOOKAHEAD_OWN = ("use_ema", "ema_momentum", "ema_overwrite_frequency",
-                  "gradient_accumulation_steps", "loss_scale_factor", "name")
+# wrapper rather than to the optimizer it wraps: those refused on the inner
+# optimizer, the EMA's settings and the name.
+_LOOKAHEAD_OWN = (*WRAPPER_ONLY, "ema_momentum", "ema_overwrite_frequency", "name")
 
 
 def _split_lookahead_arguments(kwargs: dict) -> tuple[dict, dict]:
