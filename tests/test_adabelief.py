@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import compiled_apply, small_model, weights_of
+from conftest import build_optimizer, compiled_apply, small_model, weights_of
 from keras_optlab import optimizers
 from keras_optlab.optimizers import AdaBelief
 from keras_optlab.schedules import Warmup
@@ -278,6 +278,7 @@ def test_registry_names_choose_rectification():
 def test_amsgrad_state_is_saved_and_restored(tmp_path):
     model = small_model()
     model.compile(optimizer=AdaBelief(amsgrad=True, rectify=True), loss="mse")
+    build_optimizer(model)
     # State to save: a few compiled steps on the model's variables, no fit.
     step = compiled_apply(model.optimizer, model.trainable_variables)
     for t in range(1, 5):

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import small_model
+from conftest import build_optimizer, small_model
 from keras_optlab.callbacks import LearningRateLogger
 from keras_optlab.callbacks._monitor import Monitor
 from keras_optlab.optimizers import RAdam, lr_scale_of
@@ -58,6 +58,7 @@ def test_learning_rate_logger_records_schedule_times_scale():
     optimizer.lr_scale.assign(0.5)
     model = small_model()
     model.compile(optimizer=optimizer, loss="mse")
+    build_optimizer(model)
     logger = LearningRateLogger()
     logger.set_model(model)
     logged = []

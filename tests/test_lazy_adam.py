@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import BACKEND, JIT_COMPILE, apply_trajectory
+from conftest import BACKEND, JIT_COMPILE, apply_trajectory, build_optimizer
 from keras_optlab.optimizers import LazyAdam
 
 
@@ -220,6 +220,7 @@ if BACKEND == "tensorflow":
         table, indices, targets = embedding_batches()
         model = embedding_model(table)
         model.compile(optimizer=LazyAdam(learning_rate=lr), loss=half_squared_error, jit_compile=True)
+        build_optimizer(model)
         recorder = Snapshots()
         model.fit(
             np.concatenate(indices), np.concatenate(targets), batch_size=BATCH,
@@ -318,6 +319,7 @@ else:
         def train(optimizer):
             model = embedding_model(table)
             model.compile(optimizer=optimizer, loss=half_squared_error, jit_compile=JIT_COMPILE)
+            build_optimizer(model)
             model.fit(
                 np.concatenate(indices), np.concatenate(targets), batch_size=BATCH,
                 shuffle=False, epochs=3, verbose=0,

@@ -14,6 +14,7 @@ from conftest import (
     apply_once,
     apply_trajectory,
     assert_weights_close,
+    build_optimizer,
     optimizer_state,
     regression_data,
     small_model,
@@ -254,6 +255,7 @@ def test_plateau_callback_lowers_lookaheads_lr_scale_under_a_schedule():
     optimizer = Lookahead(keras.optimizers.Adam(schedule))
     model = small_model()
     model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     x, y = regression_data(n=32)
     model.fit(x, y, batch_size=8, epochs=3, verbose=0,
               callbacks=[ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=1e9)])
@@ -330,6 +332,7 @@ def test_saved_mid_period_resumes_exactly(make_inner, tmp_path):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer=Lookahead(make_inner(), sync_period=6), loss="mse")
+    build_optimizer(model)
     for _ in range(5):
         step_on(model)
     slow = [np.array(v) for v in model.optimizer._slow_weights]
@@ -454,6 +457,7 @@ def test_slow_weights_start_at_the_weights_the_compiled_fit_starts_from():
     initial = weights_of(model)
     model.compile(optimizer=Lookahead(keras.optimizers.SGD(0.01), sync_period=1000),
                   loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     x, y = regression_data(n=32)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert not np.array_equal(weights_of(model)[0], initial[0])

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import (
     JIT_COMPILE,
+    build_optimizer,
     one_per_update_path,
     optimizer_state,
     regression_data,
@@ -41,6 +42,7 @@ def compiled_model(name):
     rate = optimizers.info(name).suggested_learning_rate
     model.compile(optimizer=optimizers.get(name, learning_rate=rate), loss="mse",
                   jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     return model
 
 

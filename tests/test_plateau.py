@@ -14,6 +14,7 @@ from conftest import (
     JIT_COMPILE,
     apply_once,
     assert_weights_close,
+    build_optimizer,
     regression_data,
     restore_training_state,
     small_model,
@@ -102,6 +103,7 @@ def compiled_model(name):
         keras.utils.set_random_seed(0)
         model = CountingModel([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(1)])
         model.compile(optimizer=OPTIMIZERS[name](), loss="mse", jit_compile=JIT_COMPILE)
+        build_optimizer(model)
         model.optimizer.build(model.trainable_variables)
         _COMPILED[name] = (model, training_state(model))
     model, start = _COMPILED[name]
@@ -203,6 +205,7 @@ def test_min_lr_bounds_the_effective_rate_at_a_reduction():
 def test_keras_optimizer_with_schedule_and_no_scale_names_steered(make):
     model = small_model()
     model.compile(optimizer=make(), loss="mse")
+    build_optimizer(model)
     x, y = data()
     with pytest.raises(TypeError, match=r"keras_optlab\.optimizers\.Steered"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[ReduceLROnPlateau(monitor="loss")])
@@ -258,6 +261,7 @@ def test_missing_metric_warns_once_and_changes_nothing():
     # calls, with the logs of a fit without validation.
     model = small_model()
     model.compile(optimizer=RAdam(0.01), loss="mse")
+    build_optimizer(model)
     callback = ReduceLROnPlateau(monitor="val_auc", patience=0)
     callback.set_model(model)
     with warnings.catch_warnings(record=True) as caught:

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import apply_trajectory, compiled_apply, small_model, weights_of
+from conftest import apply_trajectory, build_optimizer, compiled_apply, small_model, weights_of
 from keras_optlab.optimizers import RAdam
 
 
@@ -101,6 +101,7 @@ def test_weight_decay_is_decoupled():
 def test_lr_scale_is_saved_with_the_model(tmp_path):
     model = small_model()
     model.compile(optimizer=RAdam(), loss="mse")
+    build_optimizer(model)
     # State to save: two compiled steps on the model's variables, no fit.
     step = compiled_apply(model.optimizer, model.trainable_variables)
     for _ in range(2):

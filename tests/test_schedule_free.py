@@ -10,7 +10,14 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import BACKEND, JIT_COMPILE, compiled_apply, regression_data, small_model
+from conftest import (
+    BACKEND,
+    JIT_COMPILE,
+    build_optimizer,
+    compiled_apply,
+    regression_data,
+    small_model,
+)
 from keras_optlab.callbacks import ScheduleFreeEval
 from keras_optlab.optimizers.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
 
@@ -199,6 +206,7 @@ class _Probe(keras.callbacks.Callback):
 def _compiled_model(optimizer):
     model = small_model()
     model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     return model
 
 
@@ -285,6 +293,7 @@ def test_callback_refuses_other_optimizers():
 def test_saved_and_loaded_with_the_model(cls, tmp_path):
     model = small_model()
     model.compile(optimizer=cls(warmup_steps=7, r=0.5, weight_lr_power=1.5, weight_decay=0.01), loss="mse")
+    build_optimizer(model)
     model.optimizer.build(model.trainable_variables)
     for index, variable in enumerate(model.optimizer.variables):
         variable.assign(np.full(variable.shape, index + 1, variable.dtype))

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import assert_weights_close, compiled_apply, small_model, weights_of
+from conftest import assert_weights_close, build_optimizer, compiled_apply, small_model, weights_of
 from keras_optlab.callbacks import LearningRateLogger
 from keras_optlab.optimizers import RAdam, Steered, lr_scale_of
 
@@ -89,6 +89,7 @@ def test_steered_keras_optimizer_scales_on_top_of_its_own_scale():
 def test_scale_and_inner_state_are_saved_and_loaded_with_the_model(tmp_path, loss_scaled):
     model = small_model()
     model.compile(optimizer=maybe_loss_scaled(Steered(keras.optimizers.Adam(decay())), loss_scaled), loss="mse")
+    build_optimizer(model)
     # Moments and a step count to save: a few compiled steps, no fit.
     step = compiled_apply(model.optimizer, model.trainable_variables)
     for k in range(3):
@@ -152,6 +153,7 @@ def test_learning_rate_logger_reports_schedule_times_scale(make):
     lr_scale_of(optimizer).assign(0.5)
     model = small_model()
     model.compile(optimizer=optimizer, loss="mse")
+    build_optimizer(model)
     logger = LearningRateLogger()
     logger.set_model(model)
     logged = []

@@ -14,6 +14,7 @@ from conftest import (
     JIT_COMPILE,
     apply_once,
     assert_weights_close,
+    build_optimizer,
     optimizer_state,
     regression_data,
     restore_training_state,
@@ -229,6 +230,7 @@ def swa_model(start_averaging=2, average_period=3):
     model = small_model()
     optimizer = swa_sgd(0.05, start_averaging=start_averaging, average_period=average_period)
     model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     optimizer.build(model.trainable_variables)
     return model, training_state(model)
 
@@ -342,6 +344,7 @@ def test_save_load_in_the_middle_of_a_window_resumes_identically(swap_on_end, tm
         optimizer=swa_sgd(0.05, start_averaging=1, average_period=4, swap_on_end=swap_on_end),
         loss="mse",
     )
+    build_optimizer(model)
 
     def run(model):
         for _ in range(6):
@@ -528,6 +531,7 @@ def test_update_batch_norm_after_swa_training():
     x, _ = regression_data(n=64, features=4)
     y = np.tanh(x[:, :1])
     model.compile(optimizer=swa_sgd(0.05, swap_on_end=True), loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     model.fit(x, y, batch_size=16, epochs=5, verbose=0)
     # The first layer ("frozen" only when the model is built frozen) sees
     # inputs whose mean moves with the weights.

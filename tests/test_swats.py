@@ -12,6 +12,7 @@ from conftest import (
     JIT_COMPILE,
     apply_once,
     assert_weights_close,
+    build_optimizer,
     compiled_apply,
     optimizer_state,
     regression_data,
@@ -324,6 +325,7 @@ def test_zero_retraces_when_swats_switches_mid_fit():
     # A loose tolerance makes SWATS switch at step 2.
     model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=1.0, **PAPER),
                   loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     model.optimizer.build(model.trainable_variables)
     start = training_state(model)
     x, y = regression_data(n=64)
@@ -365,6 +367,7 @@ def test_saved_before_and_after_the_switch_resume_like_uninterrupted(criterion, 
     # A loose tolerance makes the switch happen at step 2.
     model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=1.0, criterion=criterion, **PAPER),
                   loss="mse")
+    build_optimizer(model)
     # Saved after the first Adam step, after the step that decides the
     # switch (phase 1, the first SGD step not taken yet) and in SGD; each
     # restored model takes the next step (the one that decides, the first
@@ -421,6 +424,7 @@ def test_callback_can_force_the_switch_with_the_current_estimate():
     model = small_model()
     model.compile(optimizer=SWATS(learning_rate=0.01, switch_tolerance=0.0, **PAPER),
                   loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     switch = SwitchOptimizer(at_epoch=0)
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[switch])
     optimizer = model.optimizer

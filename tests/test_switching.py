@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import (
-    apply_trajectory,
     JIT_COMPILE,
     apply_once,
+    apply_trajectory,
     assert_weights_close,
+    build_optimizer,
     compiled_apply,
     optimizer_state,
     regression_data,
@@ -170,6 +171,7 @@ def test_compiled_fit_equals_eager_fit_across_the_switch():
     def train(jit):
         model = small_model()
         model.compile(optimizer=adam_then_momentum(switch_step=10), loss="mse", jit_compile=jit)
+        build_optimizer(model)
         model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
         return model
 
@@ -204,6 +206,7 @@ def traces_of_fit(optimizer, callbacks):
     TRACES["count"] = 0
     model = counting_model()
     model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     model.fit(x, y, batch_size=16, epochs=4, shuffle=False, verbose=0, callbacks=callbacks)
     return TRACES["count"], model
 
@@ -239,6 +242,7 @@ def test_callback_switch_epoch_is_logged_and_kept():
     x, y = regression_data(n=64)
     model = small_model()
     model.compile(optimizer=adam_then_momentum(), loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     switch = SwitchOptimizer(at_epoch=1)
     history = model.fit(
         x, y, batch_size=16, epochs=4, shuffle=False, verbose=0,
@@ -262,6 +266,7 @@ def test_callback_switches_on_a_plateau_after_patience():
         keras.optimizers.SGD(learning_rate=0.0), keras.optimizers.SGD(learning_rate=0.05)
     )
     model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     switch = SwitchOptimizer(monitor="loss", patience=2)
     history = model.fit(x, y, batch_size=16, epochs=6, shuffle=False, verbose=0, callbacks=[switch])
     losses = history.history["loss"]
@@ -276,6 +281,7 @@ def test_callback_finds_the_optimizer_inside_loss_scale_optimizer():
     model = small_model()
     wrapped = keras.optimizers.LossScaleOptimizer(adam_then_momentum())
     model.compile(optimizer=wrapped, loss="mse", jit_compile=JIT_COMPILE)
+    build_optimizer(model)
     switch = SwitchOptimizer(at_epoch=0)
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[switch])
     assert int(np.array(model.optimizer.inner_optimizer.phase)) == 1
@@ -286,6 +292,7 @@ def test_callback_refuses_an_optimizer_that_cannot_switch():
     x, y = regression_data(n=16)
     model = small_model()
     model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
+    build_optimizer(model)
     with pytest.raises(ValueError, match="optimizer can switch"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[SwitchOptimizer(at_epoch=0)])
 
@@ -330,6 +337,7 @@ def test_saved_before_and_after_the_switch_resume_like_uninterrupted(second_lear
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     optimizer = adam_then_momentum(switch_step=2, second_learning_rate=second_learning_rate, fused=fused)
     model.compile(optimizer=optimizer, loss="mse")
+    build_optimizer(model)
     # Saved in the first phase, right at the switch (phase 1, the second
     # method not started) and in the second phase; each restored model
     # takes the next step.
@@ -451,6 +459,7 @@ def test_loss_scale_optimizer_wrapping_trains_and_switches_under_fit():
         optimizer=keras.optimizers.LossScaleOptimizer(adam_then_momentum(switch_step=8)),
         loss="mse", jit_compile=JIT_COMPILE,
     )
+    build_optimizer(model)
     history = model.fit(x, y, batch_size=16, epochs=5, verbose=0)
     inner = model.optimizer.inner_optimizer
     assert int(np.array(inner.phase)) == 1

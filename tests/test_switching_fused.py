@@ -6,7 +6,15 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import BACKEND, JIT_COMPILE, compiled_apply, regression_data, small_model, weights_of
+from conftest import (
+    BACKEND,
+    JIT_COMPILE,
+    build_optimizer,
+    compiled_apply,
+    regression_data,
+    small_model,
+    weights_of,
+)
 from keras_optlab import optimizers
 from keras_optlab.optimizers import SwitchingOptimizer, _lineage
 from keras_optlab.schedules import Warmup
@@ -264,9 +272,11 @@ if BACKEND == "tensorflow":
         x, y, reference = data_and_model()
         first, second = make()
         reference.compile(optimizer=first, loss="mse", jit_compile=JIT_COMPILE)
+        build_optimizer(reference)
         reference.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
         first_state = [np.array(v) for v in first.variables]
         reference.compile(optimizer=second, loss="mse", jit_compile=JIT_COMPILE)
+        build_optimizer(reference)
         reference.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
         second_state = [np.array(v) for v in second.variables]
 
@@ -275,6 +285,7 @@ if BACKEND == "tensorflow":
         optimizer = SwitchingOptimizer(first, second, switch_step=36)
         assert not optimizer.fused
         model.compile(optimizer=optimizer, loss="mse", jit_compile=JIT_COMPILE)
+        build_optimizer(model)
         optimizer.build(model.trainable_variables)
         built = [np.array(v) for v in second.variables]
         model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
