@@ -79,6 +79,8 @@ def test_results_json_agrees_with_the_report_table(cli_report):
             f"{summary['final_val_accuracy']:.4f}",
             f"{summary['best_val_loss']:.4f}",
             f"{summary['final_val_loss']:.4f}",
+            f"{summary['test_accuracy']:.4f}",
+            f"{summary['test_loss']:.4f}",
             f"{summary['seconds_per_epoch']:.3f}",
         ]
         assert rows[name] == expected
@@ -143,7 +145,9 @@ def test_python_api_full_batch_with_two_seeds_reports_mean_and_spread():
     assert all(len(prints) == 1 for prints in by_seed.values())
     assert by_seed[0] != by_seed[1]
     table = results.table()
-    assert table.count("±") == 2 * 6
+    # Six validation and time columns and two test columns (digits has test
+    # data), each mean ± standard deviation.
+    assert table.count("±") == 2 * 8
     figure = results.plot()
     assert len(figure.axes) == 4
     assert [line.get_label() for line in figure.axes[0].lines] == ["sgd", "momentum"]

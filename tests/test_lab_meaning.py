@@ -31,10 +31,16 @@ def quality(rate: float) -> float:
     return 1.0 - 0.2 * abs(math.log10(rate / OPTIMUM))
 
 
-def fake_run(self, candidate, hyperparameters, seed, *, switch_epoch=None, on_epoch=None):
+CALLS = []
+
+
+def fake_run(self, candidate, hyperparameters, seed, *, switch_epoch=None, on_epoch=None, test=False):
     """A run whose validation accuracy climbs to `quality(rate)` (plus a
     small offset per seed) and whose validation loss falls as accuracy
-    rises: training replaced by the known objective."""
+    rises: training replaced by the known objective. Asked to score on the
+    test data, it reports `quality(rate) - 0.1` as test accuracy. Each call
+    is noted in `CALLS` as (a trial, asked for test scores)."""
+    CALLS.append((on_epoch is not None, test))
     values = {**candidate.defaults(), **dict(hyperparameters)}
     rate = float(values["learning_rate"])
     top = quality(rate) + 0.01 * (seed % 3)
@@ -46,10 +52,11 @@ def fake_run(self, candidate, hyperparameters, seed, *, switch_epoch=None, on_ep
     for epoch in range(EPOCHS):
         if on_epoch is not None:
             on_epoch(epoch, {key: series[epoch] for key, series in history.items()})
+    scores = {"test_accuracy": top - 0.1, "test_loss": 2.1 - top} if test and self.workload.test is not None else {}
     return RunRecord(
         optimizer=candidate.name, seed=seed, learning_rate=rate, history=history,
         epoch_seconds=[0.01] * EPOCHS, initial_weights_sha256=f"seed-{seed}",
-        hyperparameters=dict(hyperparameters),
+        hyperparameters=dict(hyperparameters), test=scores,
     )
 
 
@@ -61,24 +68,30 @@ def data():
     return {"x_train": x[:32], "y_train": y[:32], "x_val": x[32:], "y_val": y[32:]}
 
 
-def tune_toy(data, monkeypatch, metric, trials):
+def build():
     import keras
+
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+
+
+def seed_the_sampler(monkeypatch):
+    """The lab's sampler as it is, with its random stream fixed, so that a
+    test is the same every time."""
     import optuna
 
-    from keras_optlab.lab import tune
-
-    def build():
-        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
-
-    monkeypatch.setattr(engine.Engine, "run", fake_run)
-    # The lab's sampler as it is, with its random stream fixed, so that
-    # the test is the same every time.
     unseeded = optuna.samplers.TPESampler.__init__
 
     def seeded(self, *args, **kwargs):
         unseeded(self, *args, **{"seed": 0, **kwargs})
 
     monkeypatch.setattr(optuna.samplers.TPESampler, "__init__", seeded)
+
+
+def tune_toy(data, monkeypatch, metric, trials):
+    from keras_optlab.lab import tune
+
+    monkeypatch.setattr(engine.Engine, "run", fake_run)
+    seed_the_sampler(monkeypatch)
     return tune(
         ["sgd"], model=build, data=data, metric=metric, trials=trials, seeds=3,
         epochs=EPOCHS, out=None, verbose=0,
@@ -114,6 +127,53 @@ def test_the_reported_best_is_the_best_finished_trial_in_the_metrics_direction(
         assert best == pytest.approx(2.0 - expected)
         assert best <= default
     assert results.summary()["sgd"]["gain"]["mean"] >= 0
+
+
+def test_only_the_evaluation_runs_are_scored_on_test_data(data, monkeypatch):
+    rng = np.random.default_rng(1)
+    with_test = {**data, "x_test": rng.normal(size=(8, 4)).astype("float32"),
+                 "y_test": rng.integers(0, 3, size=8).astype("int32")}
+    CALLS.clear()
+    results = tune_toy(with_test, monkeypatch, None, trials=6)
+    trials = [asked for is_trial, asked in CALLS if is_trial]
+    evaluations = [asked for is_trial, asked in CALLS if not is_trial]
+    assert len(trials) >= 6 and not any(trials)
+    assert len(evaluations) >= 3 and all(evaluations)
+    # The report's test numbers are the evaluation runs' test scores.
+    outcome = results.candidate("sgd")
+    assert results.test_metric == "test_accuracy"
+    expected = np.mean([quality(outcome.best_params["learning_rate"]) + 0.01 * (s % 3) - 0.1 for s in (1, 2, 3)])
+    assert results.summary()["sgd"]["tuned_test"]["mean"] == pytest.approx(expected)
+    # Without test data no run carries test scores, and the report says so.
+    CALLS.clear()
+    plain = tune_toy(data, monkeypatch, None, trials=6)
+    assert plain.test_metric is None and "tuned_test" not in plain.summary()["sgd"]
+    assert plain.pairwise("test") == {}
+
+
+def test_changing_the_test_labels_changes_no_trial_and_no_choice(data, monkeypatch):
+    """Real training, twice, with other test labels: every trial, the
+    chosen setting and every validation number are the same; only the test
+    scores differ."""
+    from keras_optlab.lab import tune
+
+    seed_the_sampler(monkeypatch)
+    rng = np.random.default_rng(2)
+    x_test = rng.normal(size=(24, 4)).astype("float32")
+    y_test = rng.integers(0, 3, size=24).astype("int32")
+    outcomes = []
+    for labels in (y_test, (y_test + 1) % 3):
+        results = tune(["sgd"], model=build, data={**data, "x_test": x_test, "y_test": labels},
+                       trials=3, seeds=1, epochs=2, out=None, verbose=0)
+        outcomes.append(results)
+    first, second = (r.candidate("sgd") for r in outcomes)
+    assert [(t.number, t.state, t.params, t.values) for t in first.trials] == [
+        (t.number, t.state, t.params, t.values) for t in second.trials
+    ]
+    assert (first.best_trial, first.best_params) == (second.best_trial, second.best_params)
+    for a, b in zip(first.default_runs + first.tuned_runs, second.default_runs + second.tuned_runs):
+        assert a.history == b.history
+        assert a.test["test_accuracy"] != b.test["test_accuracy"]
 
 
 def test_the_sampler_moves_toward_the_optimum(data, monkeypatch):

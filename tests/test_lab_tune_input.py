@@ -179,6 +179,8 @@ BAD_WORKLOAD = {
     "missing module": (["--model", "no_such_module:build"], ["Cannot import 'no_such_module'"]),
     "model does not fit data": (["--model", "{module}:regressor"], ["does not accept the data"]),
     "wrong array shapes": (["--data", "mismatched.npz"], ["x_train and x_val differ in shape per example"]),
+    "test features without labels": (["--data", "half_test.npz"], ["has x_test without y_test"]),
+    "wrong test shapes": (["--data", "mismatched_test.npz"], ["x_train and x_test differ in shape per example"]),
 }
 BAD = {
     **BAD_WORKLOAD,
@@ -204,6 +206,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(command, case, works
     np.savez(folder / "partial.npz", x_train=np.zeros((4, 2)), y_train=np.zeros(4))
     np.savez(folder / "mismatched.npz", x_train=np.zeros((4, 6)), y_train=np.zeros(4, "int64"),
              x_val=np.zeros((4, 5)), y_val=np.zeros(4, "int64"))
+    arrays = dict(x_train=np.zeros((4, 6)), y_train=np.zeros(4, "int64"),
+                  x_val=np.zeros((4, 6)), y_val=np.zeros(4, "int64"))
+    np.savez(folder / "half_test.npz", **arrays, x_test=np.zeros((4, 6)))
+    np.savez(folder / "mismatched_test.npz", **arrays, x_test=np.zeros((4, 5)), y_test=np.zeros(4, "int64"))
     extra, expected = BAD[case]
     extra = [part.format(module=module) for part in extra]
     before = sorted(p.name for p in folder.iterdir())

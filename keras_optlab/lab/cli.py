@@ -68,7 +68,8 @@ def _common(parser: argparse.ArgumentParser, out: str, out_help: str | None = No
 
 
 _DATA_HELP = (
-    "digits (default), mnist1d, a .npz file with x_train, y_train, x_val, y_val, "
+    "digits (default), mnist1d, a .npz file with x_train, y_train, x_val, y_val "
+    "and optionally x_test, y_test (scored only after training, never in a choice), "
     "or package.module:function returning such arrays"
 )
 

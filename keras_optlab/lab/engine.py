@@ -228,6 +228,7 @@ class Engine:
         *,
         switch_epoch: int | None = None,
         on_epoch: Callable[[int, Mapping[str, float]], None] | None = None,
+        test: bool = False,
     ) -> RunRecord:
         """Trains `candidate` with `hyperparameters` from the state a fresh
         build with `seed` has, with `seed`'s batch order, and records it.
@@ -237,6 +238,9 @@ class Engine:
             on_epoch: Called with the 0-based epoch and its logs after each
                 epoch (the tuner reports to its pruner there; raising stops
                 the run).
+            test: Whether to score the trained model on the workload's test
+                data, if it has any (`RunRecord.test`). Only runs whose
+                result no choice depends on may ask for it.
         """
         values = {**candidate.defaults(), **dict(hyperparameters)}
         optimizer, callbacks = candidate.build(values, self.steps, self.epochs, switch_epoch)
@@ -257,6 +261,11 @@ class Engine:
             compiled = self._compile(candidate, values, optimizer)
             probe = _RunProbe(on_epoch)
             history = self._fit(candidate, compiled, seed, callbacks, probe)
+        scores = {}
+        if test and self.workload.test is not None:
+            scores = compiled.model.evaluate(
+                **self.workload.test_data(self.batch_size), verbose=0, return_dict=True
+            )
         return RunRecord(
             optimizer=candidate.name,
             seed=seed,
@@ -265,6 +274,7 @@ class Engine:
             epoch_seconds=probe.epoch_seconds,
             initial_weights_sha256=probe.fingerprint,
             hyperparameters={k: _plain(v) for k, v in dict(hyperparameters).items()},
+            test={f"test_{k}": float(v) for k, v in scores.items()},
         )
 
     def _fit(self, candidate: Candidate, compiled: _Compiled, seed: int, callbacks, probe) -> Any:

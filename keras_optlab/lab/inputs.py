@@ -6,12 +6,14 @@ uncompiled `keras.Model`. The current directory is searched first when
 importing `package.module`, as `python -m` does.
 
 Data is one of the lab's datasets (`"digits"`, `"mnist1d"`), a `.npz` file
-with arrays `x_train`, `y_train`, `x_val`, `y_val`, a
-`"package.module:function"` text whose function returns such data, or, from
-Python, the data itself: a mapping with those four keys, or a pair
-`(train, validation)` where each is an `(x, y)` pair of arrays or a
-`tf.data.Dataset`, a PyTorch `DataLoader` or a `keras.utils.PyDataset`
-yielding `(x, y)` batches, as Keras' `fit` takes them.
+with arrays `x_train`, `y_train`, `x_val`, `y_val` and optionally `x_test`,
+`y_test`, a `"package.module:function"` text whose function returns such
+data, or, from Python, the data itself: a mapping with those keys, or
+`(train, validation)` or `(train, validation, test)` where each is an
+`(x, y)` pair of arrays or a `tf.data.Dataset`, a PyTorch `DataLoader` or a
+`keras.utils.PyDataset` yielding `(x, y)` batches, as Keras' `fit` takes
+them. Test data is optional: without it, reports give validation numbers
+only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from keras_optlab.lab.errors import UsageError
 
 ARRAY_KEYS = ("x_train", "y_train", "x_val", "y_val")
+TEST_KEYS = ("x_test", "y_test")
 _OBJECT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
@@ -115,34 +118,45 @@ def count_batches(data: Any) -> int:
 
 
 def _check_arrays(arrays: Mapping[str, Any], source: str) -> dict[str, np.ndarray]:
+    """The arrays of `ARRAY_KEYS`, and of `TEST_KEYS` where both are given,
+    checked; floating features as float32."""
     missing = [key for key in ARRAY_KEYS if key not in arrays]
     if missing:
         raise UsageError(
             f"Data {source} lacks {', '.join(missing)}; it needs arrays {', '.join(ARRAY_KEYS)}."
         )
+    given_test = [key for key in TEST_KEYS if key in arrays]
+    if len(given_test) == 1:
+        raise UsageError(
+            f"Data {source} has {given_test[0]} without "
+            f"{next(k for k in TEST_KEYS if k not in given_test)}; test data needs both."
+        )
+    keys = ARRAY_KEYS + (TEST_KEYS if given_test else ())
     out = {}
-    for key in ARRAY_KEYS:
+    for key in keys:
         try:
             out[key] = np.asarray(arrays[key])
         except Exception as error:  # noqa: BLE001
             raise UsageError(f"Data {source}: {key} is not an array ({one_line(error)}).") from None
         if out[key].dtype == object or out[key].ndim == 0:
             raise UsageError(f"Data {source}: {key} is not a numeric array.")
-    for part in ("train", "val"):
+    parts = ("train", "val", "test") if given_test else ("train", "val")
+    for part in parts:
         x, y = out[f"x_{part}"], out[f"y_{part}"]
         if len(x) != len(y) or len(x) == 0:
             raise UsageError(
                 f"Data {source}: x_{part} and y_{part} must hold the same, non-zero number "
                 f"of examples. Received: {len(x)} and {len(y)}."
             )
-    if out["x_train"].shape[1:] != out["x_val"].shape[1:]:
-        raise UsageError(
-            f"Data {source}: x_train and x_val differ in shape per example: "
-            f"{out['x_train'].shape[1:]} and {out['x_val'].shape[1:]}."
-        )
+    for part in parts[1:]:
+        if out["x_train"].shape[1:] != out[f"x_{part}"].shape[1:]:
+            raise UsageError(
+                f"Data {source}: x_train and x_{part} differ in shape per example: "
+                f"{out['x_train'].shape[1:]} and {out[f'x_{part}'].shape[1:]}."
+            )
     if np.issubdtype(out["x_train"].dtype, np.floating) and out["x_train"].dtype != np.float32:
-        out["x_train"] = out["x_train"].astype("float32")
-        out["x_val"] = out["x_val"].astype("float32")
+        for part in parts:
+            out[f"x_{part}"] = out[f"x_{part}"].astype("float32")
     return out
 
 
@@ -160,22 +174,23 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
 
 
 def _from_returned(value: Any, source: str):
-    """Arrays (a dict) or `(train, validation)` data objects."""
+    """Arrays (a dict), or `(train, validation)` or `(train, validation,
+    test)` data objects."""
     if isinstance(value, Mapping):
         return _check_arrays(value, source)
-    if isinstance(value, (tuple, list)) and len(value) == 4 and not any(map(_is_loader, value)):
-        return _check_arrays(dict(zip(ARRAY_KEYS, value)), source)
-    if isinstance(value, (tuple, list)) and len(value) == 2:
-        train, validation = value
-        if _is_loader(train) and _is_loader(validation):
-            return (train, validation)
+    if isinstance(value, (tuple, list)) and len(value) in (4, 6) and not any(map(_is_loader, value)):
+        return _check_arrays(dict(zip(ARRAY_KEYS + TEST_KEYS, value)), source)
+    if isinstance(value, (tuple, list)) and len(value) in (2, 3):
+        if all(map(_is_loader, value)):
+            return tuple(value)
         if all(isinstance(v, (tuple, list)) and len(v) == 2 for v in value):
             return _check_arrays(
-                dict(zip(ARRAY_KEYS, (*train, *validation))), source
+                dict(zip(ARRAY_KEYS + TEST_KEYS, [a for pair in value for a in pair])), source
             )
     raise UsageError(
-        f"Data {source} must be a mapping with {', '.join(ARRAY_KEYS)}, "
-        "or (train, validation) of (x, y) arrays or of data loaders."
+        f"Data {source} must be a mapping with {', '.join(ARRAY_KEYS)} (and optionally "
+        f"{', '.join(TEST_KEYS)}), or (train, validation) or (train, validation, test) "
+        "of (x, y) arrays or of data loaders."
     )
 
 
@@ -188,10 +203,11 @@ def _builtin_dataset(arrays: Mapping[str, np.ndarray], name: str):
             "The lab's own models need flat features and integer class labels; "
             "for other data give --model package.module:function."
         )
-    classes = int(max(arrays["y_train"].max(), arrays["y_val"].max())) + 1
+    labels = [arrays[key] for key in ("y_train", "y_val", "y_test") if key in arrays]
+    classes = int(max(y.max() for y in labels)) + 1
     return Dataset(
         name, x_train, arrays["y_train"], arrays["x_val"], arrays["y_val"], classes,
-        (x_train.shape[1], 1),
+        (x_train.shape[1], 1), arrays.get("x_test"), arrays.get("y_test"),
     )
 
 

@@ -33,8 +33,13 @@ def wanted_settings(plan, work) -> dict[str, dict[str, Any]]:
     from keras_optlab.lab.records import weights_fingerprint
 
     weights_sha = weights_fingerprint(work.template(plan.run.seed).get_weights())
+    # Test data is part of a study's settings only where given, so that a
+    # study made without it reads as before; its stored runs carry no test
+    # scores, and adding test data to it is refused.
+    test = {} if work.test is None else {"test_sha256": work.test_sha256, "test_examples": work.test_examples}
     return {
         candidate.name: {
+            **test,
             "format": FORMAT,
             "candidate": candidate.name,
             "space": {k: d.to_dict() for k, d in plan.spaces[candidate.name].items()},
@@ -110,8 +115,8 @@ class Protocol:
         )
 
     # runs -------------------------------------------------------------
-    def _train(self, candidate: Candidate, params, seed: int, on_epoch=None) -> RunRecord:
-        return self.engine.run(candidate, params, seed, on_epoch=on_epoch)
+    def _train(self, candidate: Candidate, params, seed: int, on_epoch=None, test=False) -> RunRecord:
+        return self.engine.run(candidate, params, seed, on_epoch=on_epoch, test=test)
 
     def _objective(self, candidate: Candidate):
         import optuna
@@ -243,7 +248,9 @@ class Protocol:
         value = None
         try:
             with claims.heartbeat(self.storage, trial_id, self.plan.heartbeat_interval):
-                record = self._train(candidate, params, seed)
+                # Scored on the test data only here, after the choice of
+                # `params`: no trial and no choice reads a test score.
+                record = self._train(candidate, params, seed, test=True)
             study.set_user_attr(studies_.run_key(role, number, seed), record.to_dict())
             value = record.metric_summary(self.work.monitor, self.work.minimise)["best"]
         finally:

@@ -17,7 +17,7 @@ import numpy as np
 
 SUMMARY_KEYS = (
     "best_val_accuracy", "best_epoch", "final_val_accuracy",
-    "best_val_loss", "final_val_loss", "seconds_per_epoch",
+    "best_val_loss", "final_val_loss", "test_accuracy", "test_loss", "seconds_per_epoch",
 )
 
 
@@ -70,6 +70,10 @@ class RunRecord:
             when training began.
         hyperparameters: Every tuned or tunable value it was built with,
             by name (empty for a plain `compare` run).
+        test: The trained model's scores on the test data, keyed as the
+            validation logs with `test_` for `val_` (`test_loss`,
+            `test_accuracy`); empty where the run was not scored on test
+            data.
     """
 
     optimizer: str
@@ -79,6 +83,7 @@ class RunRecord:
     epoch_seconds: list[float]
     initial_weights_sha256: str
     hyperparameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    test: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -101,7 +106,8 @@ class RunRecord:
         return float(statistics.median(timed)) if timed else math.nan
 
     def summary(self) -> dict[str, float]:
-        """Best and final validation numbers and the time per epoch.
+        """Best and final validation numbers, the test scores where the run
+        has them, and the time per epoch.
 
         The best epoch is the one of highest validation accuracy (the first
         if tied); `best_val_loss` is the lowest validation loss of any
@@ -123,6 +129,9 @@ class RunRecord:
                 best_val_loss=float(np.where(np.isfinite(loss), loss, np.inf).min()),
                 final_val_loss=float(loss[-1]),
             )
+        for key in ("test_accuracy", "test_loss"):
+            if key in self.test:
+                out[key] = self.test[key]
         out["seconds_per_epoch"] = self.seconds_per_epoch
         return out
 
@@ -154,6 +163,7 @@ class RunRecord:
             "switch_epochs": self.switch_epochs,
             "summary": {k: finite_or_none(v) for k, v in self.summary().items()},
             "epoch_seconds": self.epoch_seconds,
+            "test": {k: finite_or_none(v) for k, v in self.test.items()},
             "history": {
                 key: [finite_or_none(float(v)) for v in values]
                 for key, values in self.history.items()
@@ -174,6 +184,7 @@ class RunRecord:
             epoch_seconds=[float(v) for v in data["epoch_seconds"]],
             initial_weights_sha256=data["initial_weights_sha256"],
             hyperparameters=dict(data.get("hyperparameters", {})),
+            test={k: math.nan if v is None else float(v) for k, v in data.get("test", {}).items()},
         )
 
 
@@ -325,6 +336,23 @@ class TuneRecords:
     def candidate(self, name: str) -> CandidateOutcome:
         return next(c for c in self.candidates if c.name == name)
 
+    @property
+    def test_metric(self) -> str | None:
+        """The test score of the monitored metric (`test_accuracy` for
+        `val_accuracy`), or `None` where some evaluation run has none (the
+        workload had no test data)."""
+        if not self.monitor.startswith("val_"):
+            return None
+        key = "test_" + self.monitor[len("val_"):]
+        runs = [r for c in self.candidates for r in (*c.tuned_runs, *c.default_runs)]
+        return key if runs and all(key in r.test for r in runs) else None
+
+    def _values(self, runs: Sequence[RunRecord], on: str) -> list[float]:
+        """Per run: its best monitored validation value, or its test score."""
+        if on == "test":
+            return [r.test[self.test_metric] for r in runs]
+        return [r.metric_summary(self.monitor, self.minimise)["best"] for r in runs]
+
     def target(self) -> float | None:
         """The target of "epochs to reach": the one given, or else the
         worst candidate's tuned mean best value (so that every candidate
@@ -361,6 +389,9 @@ class TuneRecords:
             for label, rows in (("tuned", tuned), ("default", default)):
                 entry[f"{label}_best"] = stats.mean_interval([r["best"] for r in rows]).to_dict()
                 entry[f"{label}_final"] = stats.mean_interval([r["final"] for r in rows]).to_dict()
+            if self.test_metric is not None:
+                for label, runs in (("tuned", outcome.tuned_runs), ("default", outcome.default_runs)):
+                    entry[f"{label}_test"] = stats.mean_interval(self._values(runs, "test")).to_dict()
             by_seed_default = {r.seed: s["best"] for r, s in zip(outcome.default_runs, default)}
             sign = -1.0 if self.minimise else 1.0
             gains = [
@@ -377,17 +408,23 @@ class TuneRecords:
             table[outcome.name] = entry
         return table
 
-    def pairwise(self) -> dict[str, dict[str, Any]]:
+    def pairwise(self, on: str = "validation") -> dict[str, dict[str, Any]]:
         """Welch's t-test (`keras_optlab.lab.stats`) between every two
-        candidates' tuned best values over seeds; keys `"a|b"`. Empty with
-        fewer than 2 seeds."""
+        candidates' tuned settings over seeds; keys `"a|b"`. Empty with
+        fewer than 2 seeds, or on test data that the runs were not scored on.
+
+        Args:
+            on: `"validation"`: the best validation values (the data that
+                chose the settings); `"test"`: the test scores.
+        """
         from keras_optlab.lab import stats
 
+        if on not in ("validation", "test"):
+            raise ValueError(f"Argument `on` must be 'validation' or 'test'. Received: on={on!r}")
+        if on == "test" and self.test_metric is None:
+            return {}
         out = {}
-        values = {
-            c.name: [r.metric_summary(self.monitor, self.minimise)["best"] for r in c.tuned_runs]
-            for c in self.candidates
-        }
+        values = {c.name: self._values(c.tuned_runs, on) for c in self.candidates}
         names = list(values)
         for i, a in enumerate(names):
             for b in names[i + 1:]:
@@ -405,5 +442,7 @@ class TuneRecords:
             "wall_seconds": self.wall_seconds,
             "summary": self.summary(),
             "pairwise": self.pairwise(),
+            "test_metric": self.test_metric,
+            "pairwise_test": self.pairwise("test"),
             "candidates": [c.to_dict() for c in self.candidates],
         }

@@ -123,6 +123,8 @@ COLUMNS = (
     ("final val accuracy", "final_val_accuracy", "{:.4f}"),
     ("best val loss", "best_val_loss", "{:.4f}"),
     ("final val loss", "final_val_loss", "{:.4f}"),
+    ("test accuracy", "test_accuracy", "{:.4f}"),
+    ("test loss", "test_loss", "{:.4f}"),
     ("s/epoch", "seconds_per_epoch", "{:.3f}"),
 )
 
@@ -146,12 +148,14 @@ def markdown_table(results: Comparison) -> str:
     several seeds each cell is `mean ± standard deviation`."""
     spread = results.settings.get("seeds", 1) > 1
     summary = results.summary()
-    header = ["optimizer", "learning rate"] + [c[0] for c in COLUMNS]
+    # Test columns only where the runs were scored on test data.
+    columns = [c for c in COLUMNS if all(c[1] in summary[name] for name in results.optimizers)]
+    header = ["optimizer", "learning rate"] + [c[0] for c in columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in results.optimizers:
         rate = results.runs_of(name)[0].learning_rate
         cells = [f"`{name}`", f"{rate:g}"]
-        cells += [_cell(summary[name][key], pattern, spread) for _, key, pattern in COLUMNS]
+        cells += [_cell(summary[name][key], pattern, spread) for _, key, pattern in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -179,9 +183,13 @@ def _describe(results: Comparison) -> str:
     initial += "(SHA-256 " + ", ".join(
         f"`{fingerprints[k][:12]}`" for k in sorted(fingerprints)
     ) + ") and saw the same batches."
+    test = (
+        f", {s['test_examples']} test examples" if s.get("test_examples")
+        else ", no test data: the numbers are validation numbers"
+    )
     return (
         f"Data `{s['data']}` ({s['train_examples']} training, "
-        f"{s['validation_examples']} validation examples), model `{s['model']}`, "
+        f"{s['validation_examples']} validation examples{test}), model `{s['model']}`, "
         f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''}, batch size {batch} ({regime}), {seed_text}; "
         f"backend `{s['backend']}` (Keras {s['keras_version']}), "
         f"jit_compile={s['jit_compile']!r}, steps_per_execution={s['steps_per_execution']}.\n\n"

@@ -243,7 +243,7 @@ def _run_all(work, chosen, rates, run, seeds, switch_epoch) -> CompareResults:
                     f"(learning rate {rate:g}, seed {run_seed})"
                 )
             record = engine.run(
-                candidate, {"learning_rate": rate}, run_seed, switch_epoch=switch_epoch
+                candidate, {"learning_rate": rate}, run_seed, switch_epoch=switch_epoch, test=True
             )
             # compare runs each candidate at its defaults: record only the rate.
             record.hyperparameters = {}

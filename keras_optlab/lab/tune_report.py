@@ -51,9 +51,12 @@ def results_table(results: TuneRecords) -> str:
     metric = results.monitor
     target = results.target()
     target_text = _number(target) if target is not None else "target"
+    test = results.test_metric
     header = [
         "candidate", "tuned hyperparameters", f"best {metric}", f"final {metric}",
-        "default best → gain", "s/epoch", f"epochs to {target_text}",
+        "default best → gain",
+        *([f"{test}: tuned", f"{test}: default"] if test else []),
+        "s/epoch", f"epochs to {target_text}",
         f"s to {target_text}", "trials (complete/pruned/failed)",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -73,6 +76,7 @@ def results_table(results: TuneRecords) -> str:
             _interval(row["tuned_best"]),
             _interval(row["tuned_final"]),
             f"{_interval({'mean': row['default_best']['mean']})} → {_interval(row['gain'], sign=True)}",
+            *([_interval(row["tuned_test"]), _interval(row["default_test"])] if test else []),
             _interval(row["seconds_per_epoch"], 3),
             epochs,
             seconds,
@@ -82,11 +86,14 @@ def results_table(results: TuneRecords) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pairwise_table(results: TuneRecords) -> str:
+def pairwise_table(results: TuneRecords, on: str = "validation") -> str:
     """Row candidate against column candidate: `better`, `worse` (Welch's
-    t-test at 5 % on the tuned best values over seeds) or `cannot tell`,
-    with the p-value."""
-    tests = results.pairwise()
+    t-test at 5 % on the tuned settings' values over seeds: best validation
+    values, or test scores with `on="test"`) or `cannot tell`, with the
+    p-value."""
+    if on == "test" and results.test_metric is None:
+        return "No test data: the runs were scored on validation data only.\n"
+    tests = results.pairwise(on)
     names = [c.name for c in results.candidates]
     if not tests:
         return "Needs at least 2 seeds per candidate.\n"
@@ -115,7 +122,8 @@ def _describe(results: TuneRecords) -> str:
     seeds = s["evaluation_seeds"]
     examples = ""
     if s.get("train_examples") is not None:
-        examples = f" ({s['train_examples']} training, {s['validation_examples']} validation examples)"
+        test = f", {s['test_examples']} test" if s.get("test_examples") else ""
+        examples = f" ({s['train_examples']} training, {s['validation_examples']} validation{test} examples)"
     batch = f"batch size {s['batch_size']}" if s.get("batch_size") else "batches from the loader"
     return (
         f"Model `{s['model']}` on data `{s['data']}`{examples}; loss {s['loss']}; "
@@ -126,6 +134,20 @@ def _describe(results: TuneRecords) -> str:
         f"`{s['storage']}`. Evaluation: the best and the default setting retrained with seeds "
         f"{', '.join(map(str, seeds))}, which the search never used; seed s gives every candidate "
         f"the same initial weights and batches. Backend `{s['backend']}` (Keras {s['keras_version']}).\n"
+    )
+
+
+def _data_note(results: TuneRecords) -> str:
+    if results.test_metric is None:
+        return (
+            "No test data was given: every number below is measured on the validation data, which "
+            "also chose the tuned settings, so the tuned values lean optimistic. Give test data "
+            "(`x_test`, `y_test`) for numbers that no choice saw.\n"
+        )
+    return (
+        f"`{results.test_metric}`: each evaluation run's trained model (after its last epoch) "
+        "scored on the test data, which no trial and no choice saw; the validation columns are "
+        "measured on the data that chose the tuned settings.\n"
     )
 
 
@@ -148,12 +170,18 @@ def write_tune_report(results: TuneRecords, folder: str | os.PathLike) -> None:
         "(sign flipped for a metric that is better low). s/epoch: median epoch time without the "
         "first epoch, which compiles. Epochs to the target: first epoch that reached it, over the "
         "seeds that did; seconds: those epochs times s/epoch.\n",
+        _data_note(results),
         results_table(results),
         "## Which differences the seeds can tell apart\n",
         "Row against column: Welch's t-test (two-sided, 5 %) on the tuned best values over the "
         "evaluation seeds. \"cannot tell\" means that these seeds do not show a difference; more "
         "seeds may.\n",
         pairwise_table(results),
+        *(
+            [f"The same on the test data (`{results.test_metric}` of each run's trained model):\n",
+             pairwise_table(results, "test")]
+            if results.test_metric else []
+        ),
         "## Learning-rate sensitivity\n",
         "Every trial's best validation value against its learning rate: filled dots ran all "
         "epochs, hollow ones were pruned, crosses diverged; the star is the default setting, the "
@@ -176,12 +204,15 @@ class TuneResults(TuneRecords):
 
     def table(self) -> str:
         """One row per candidate: tuned hyperparameters, mean ± 95 % CI of
-        the best and final validation metric, gain over the default, time."""
+        the best and final validation metric, gain over the default, the
+        test scores of the tuned and default settings (with test data),
+        time."""
         return results_table(self)
 
-    def pairwise_table(self) -> str:
-        """Which candidates the seeds can tell apart (Welch's t-test, 5 %)."""
-        return pairwise_table(self)
+    def pairwise_table(self, on: str = "validation") -> str:
+        """Which candidates the seeds can tell apart (Welch's t-test, 5 %),
+        on the validation values or, with `on="test"`, the test scores."""
+        return pairwise_table(self, on)
 
     def plot_sensitivity(self, path: str | None = None) -> Any:
         """Validation metric against learning rate, every trial, per candidate."""

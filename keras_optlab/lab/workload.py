@@ -23,6 +23,7 @@ import numpy as np
 from keras_optlab.lab.errors import UsageError
 from keras_optlab.lab.inputs import (
     ARRAY_KEYS,
+    TEST_KEYS,
     count_batches,
     one_line,
     resolve_data,
@@ -58,8 +59,14 @@ class Workload:
         minimise: Whether `monitor` is better low.
         train_examples: Number of training examples (`None` for a loader).
         validation_examples: Number of validation examples, or `None`.
-        data_sha256: Fingerprint of the arrays (`None` for a loader).
+        data_sha256: Fingerprint of the training and validation arrays
+            (`None` for a loader).
         num_batches: For a loader, its batches per epoch.
+        test: As `validation`, or `None`: data that only the evaluation
+            runs are scored on, after training; no trial and no choice
+            sees it.
+        test_examples: Number of test examples, or `None`.
+        test_sha256: Fingerprint of the test arrays, or `None`.
     """
 
     model_name: str
@@ -76,6 +83,9 @@ class Workload:
     validation_examples: int | None
     data_sha256: str | None
     num_batches: int | None = None
+    test: Any = None
+    test_examples: int | None = None
+    test_sha256: str | None = None
 
     @property
     def arrays(self) -> bool:
@@ -94,6 +104,13 @@ class Workload:
             return dict(x=x, y=y, validation_data=self.validation, batch_size=batch_size, shuffle=True)
         return dict(x=self.train, validation_data=self.validation)
 
+    def test_data(self, batch_size: int) -> dict[str, Any]:
+        """Keyword arguments of `evaluate` for the test data."""
+        if self.arrays:
+            x, y = self.test
+            return dict(x=x, y=y, batch_size=batch_size)
+        return dict(x=self.test)
+
     def describe(self) -> dict[str, Any]:
         return {
             "model": self.model_name,
@@ -104,6 +121,9 @@ class Workload:
             "train_examples": self.train_examples,
             "validation_examples": self.validation_examples,
             "data_sha256": self.data_sha256,
+            "test_data": self.test is not None,
+            "test_examples": self.test_examples,
+            "test_sha256": self.test_sha256,
         }
 
     def template(self, seed: int) -> Any:
@@ -184,18 +204,23 @@ def make_workload(
     dataset, data_name = resolve_data(data)
     build, model_name = resolve_model(model, dataset)
     if hasattr(dataset, "x_train"):
-        arrays = {key: getattr(dataset, key) for key in ARRAY_KEYS}
+        arrays = {key: getattr(dataset, key) for key in ARRAY_KEYS + TEST_KEYS}
     elif isinstance(dataset, dict):
         arrays = dataset
     else:
         arrays = None
+    test = test_examples = test_sha = None
     if arrays is not None:
         train, validation = (arrays["x_train"], arrays["y_train"]), (arrays["x_val"], arrays["y_val"])
         num_batches, sha = None, weights_fingerprint([arrays[k] for k in ARRAY_KEYS])
         counts = (len(arrays["x_train"]), len(arrays["x_val"]))
+        if arrays.get("x_test") is not None:
+            test = (arrays["x_test"], arrays["y_test"])
+            test_examples, test_sha = len(test[0]), weights_fingerprint([arrays[k] for k in TEST_KEYS])
     else:
-        train, validation = dataset
+        train, validation, *rest = dataset
         num_batches, sha, counts = count_batches(train), None, (None, None)
+        test = rest[0] if rest else None
     x_sample, y_sample = sample_of(train)
     try:
         keras.utils.set_random_seed(seed)
@@ -254,4 +279,7 @@ def make_workload(
         validation_examples=counts[1],
         data_sha256=sha,
         num_batches=num_batches,
+        test=test,
+        test_examples=test_examples,
+        test_sha256=test_sha,
     )
