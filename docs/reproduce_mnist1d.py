@@ -12,10 +12,10 @@ The learning rate is Adam's "tuned" one, chosen per model by a small sweep
 that never sees the test set: each rate of `SWEEP_RATES` trains on the first
 3,200 training examples and is scored by the final accuracy on the other
 800 (mean over `--sweep-seeds` seeds); the best rate then trains on all
-4,000 with `--seeds` seeds and is scored on the 1,000 test examples, which
-is the lab's validation set for `mnist1d`. The reported accuracy is that of
-the last epoch, not the best epoch (choosing the epoch would be choosing on
-the test set).
+4,000 with `--seeds` seeds and is scored on the 1,000 test examples (the
+paper's split, `load_dataset("mnist1d").final_split()`). The reported
+accuracy is that of the last epoch, not the best epoch (choosing the epoch
+would be choosing on the test set).
 
 Writes, next to this file:
 

@@ -104,7 +104,6 @@ def compiled_model(name):
         model = CountingModel([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(1)])
         model.compile(optimizer=OPTIMIZERS[name](), loss="mse", jit_compile=JIT_COMPILE)
         build_optimizer(model)
-        model.optimizer.build(model.trainable_variables)
         _COMPILED[name] = (model, training_state(model))
     model, start = _COMPILED[name]
     restore_training_state(model, start)
