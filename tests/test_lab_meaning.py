@@ -164,7 +164,7 @@ def test_changing_the_test_labels_changes_no_trial_and_no_choice(data, monkeypat
     outcomes = []
     for labels in (y_test, (y_test + 1) % 3):
         results = tune(["sgd"], model=build, data={**data, "x_test": x_test, "y_test": labels},
-                       trials=3, seeds=1, epochs=2, out=None, verbose=0)
+                       trials=3, seeds=1, epochs=1, out=None, verbose=0)
         outcomes.append(results)
     first, second = (r.candidate("sgd") for r in outcomes)
     assert [(t.number, t.state, t.params, t.values) for t in first.trials] == [
