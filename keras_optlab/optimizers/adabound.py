@@ -206,3 +206,21 @@ class AdaBound(SteerableOptimizer):
             }
         )
         return config
+
+
+def float32_adam(
+    learning_rate: Any = 0.001,
+    beta_1: float = 0.9,
+    beta_2: float = 0.999,
+    epsilon: float = 1e-7,
+    **kwargs: Any,
+) -> AdaBound:
+    """Adam whose coefficients are computed in float32: `AdaBound` with its
+    bounds off (`final_lr=None`), whose update is exactly Keras' `Adam`
+    formula, named `"adam"`. Unlike Keras' `Adam` it moves bfloat16
+    variables. The Adam inside the `lookahead` and `adam_then_sgd`
+    factories. `kwargs` go to `AdaBound` (`weight_decay`, clipping)."""
+    return AdaBound(
+        learning_rate=learning_rate, final_lr=None, beta_1=beta_1,
+        beta_2=beta_2, epsilon=epsilon, name="adam", **kwargs,
+    )

@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_optlab import _validation
 from keras_optlab.optimizers._wrapping import WRAPPER_ONLY, check_inner, under_tf_strategy
-from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.adabound import float32_adam
 from keras_optlab.optimizers.base import SteerableOptimizer
 from keras_optlab.optimizers.radam import RAdam
 
@@ -384,10 +384,7 @@ def lookahead(
             Adam.
     """
     own, inner = _split_lookahead_arguments(kwargs)
-    adam = AdaBound(
-        learning_rate=learning_rate, final_lr=None, beta_1=beta_1,
-        beta_2=beta_2, epsilon=epsilon, name="adam", **inner,
-    )
+    adam = float32_adam(learning_rate, beta_1, beta_2, epsilon, **inner)
     return Lookahead(adam, sync_period=sync_period, slow_step_size=slow_step_size, **own)
 
 

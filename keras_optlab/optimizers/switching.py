@@ -10,7 +10,7 @@ from keras import ops
 from keras_optlab import _validation
 from keras_optlab.optimizers import _lineage, _phases
 from keras_optlab.optimizers._wrapping import check_inner, under_tf_strategy
-from keras_optlab.optimizers.adabound import AdaBound
+from keras_optlab.optimizers.adabound import float32_adam
 from keras_optlab.optimizers.base import SteerableOptimizer
 
 # Base-class features the wrapper applies itself, for whichever phase runs.
@@ -706,18 +706,12 @@ def adam_then_sgd(
         second_learning_rate: See `SwitchingOptimizer`. Defaults to `None`.
         **kwargs: Passed to `SwitchingOptimizer`.
     """
-    learning_rate = _validation.check_learning_rate(learning_rate)
-    beta_1 = _validation.check_float("beta_1", beta_1, low=0.0, high=1.0, high_open=True)
-    beta_2 = _validation.check_float("beta_2", beta_2, low=0.0, high=1.0, high_open=True)
-    epsilon = _validation.check_float("epsilon", epsilon, low=0.0)
+    # Adam checks its own arguments, with the same messages.
+    adam = float32_adam(learning_rate, beta_1, beta_2, epsilon)
     sgd_learning_rate = _validation.check_learning_rate(
         sgd_learning_rate, "sgd_learning_rate"
     )
     momentum = _validation.check_float("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    adam = AdaBound(
-        learning_rate=learning_rate, final_lr=None, beta_1=beta_1,
-        beta_2=beta_2, epsilon=epsilon, name="adam",
-    )
     sgd = keras.optimizers.SGD(learning_rate=sgd_learning_rate, momentum=momentum)
     return SwitchingOptimizer(
         adam, sgd, switch_step=switch_step,
