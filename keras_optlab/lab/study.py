@@ -159,9 +159,12 @@ def open_storage(url: str, heartbeat_interval: int):
         except sqlalchemy.exc.DBAPIError as error:
             # Workers starting together on a new database race to create
             # its tables; the loser finds them made on the next attempt.
-            if attempt == 4 or not isinstance(
+            # PostgreSQL reports a type or table made meanwhile as
+            # duplicate_object (42710) or duplicate_table (42P07).
+            made_meanwhile = getattr(error.orig, "sqlstate", None) in ("42710", "42P07")
+            if attempt == 4 or not (made_meanwhile or isinstance(
                 error, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError)
-            ):
+            )):
                 failure = error
                 break
             time.sleep(0.5 + random.random())
