@@ -62,9 +62,43 @@ def test_a_spare_trial_of_the_same_run_is_ignored(shared):
     assert claims.claim(study_b, storage_b, KEY) is None
 
 
-# Storage and threads only, no Keras: the five seconds of waiting run on one
-# backend.
+# Storage and threads only, no Keras: these run on one backend.
 if BACKEND == "jax":
+
+    def test_workers_claiming_at_once_leave_each_run_one_holder(tmp_path):
+        # Four handles (as four worker processes have, each its own
+        # connection) claim the same runs at the same moment. Read-then-write
+        # claiming let two of them hold one run on SQLite, which has no row
+        # lock: both trained it, and the second to finish failed on a
+        # finished trial.
+        import threading
+        import warnings
+
+        url = f"sqlite:///{tmp_path / 'study.sqlite3'}"
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            handles = [
+                optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+                for _ in range(4)
+            ]
+        studies = [claims.open_evaluations(storage, "s") for storage in handles]
+        keys = [f"adam|run:default:seed={seed}" for seed in range(12)]
+        held = {key: [] for key in keys}
+        barrier = threading.Barrier(len(handles))
+
+        def worker(storage, study):
+            for key in keys:
+                barrier.wait()
+                if claims.claim(study, storage, key) is not None:
+                    held[key].append(storage)
+
+        threads = [threading.Thread(target=worker, args=pair) for pair in zip(handles, studies)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert {key: len(holders) for key, holders in held.items()} == {key: 1 for key in keys}
 
     def test_the_holder_sends_heartbeats_while_it_trains(shared):
         import time

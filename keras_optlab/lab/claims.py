@@ -4,9 +4,9 @@ a study never train one twice.
 Each evaluation run (a candidate's default or tuned setting on one seed)
 is a trial of the study's evaluation study `<study>:evaluation`, marked by
 its key in the user attribute `run`. A worker claims a run by moving the
-lowest-numbered live trial of that key from WAITING to RUNNING, which the
-storage does atomically (`set_trial_state_values` refuses a trial another
-worker moved first); the trial is created WAITING if the run has none
+lowest-numbered live trial of that key from WAITING to RUNNING in one
+conditional UPDATE, which the database does atomically (a trial another
+worker moved first is not moved again); the trial is created WAITING if the run has none
 (two workers creating one at once leave a spare, which the lowest-number
 rule ignores). A claimed run sends Optuna's heartbeat while it trains; a
 worker that dies leaves it to go stale, and Optuna's retry callback queues
@@ -47,11 +47,35 @@ def claim(evaluations: Any, storage: Any, key: str) -> int | None:
             first = min(live, key=lambda t: t.number)
             if first.state != state.WAITING:
                 return None
-            if storage.set_trial_state_values(first._trial_id, state.RUNNING):
-                return first._trial_id
-            return None
+            return first._trial_id if _take(storage, first._trial_id) else None
         evaluations.enqueue_trial({}, user_attrs={RUN_ATTR: key})
     return None
+
+
+def _take(storage: Any, trial_id: int) -> bool:
+    """Moves trial `trial_id` from WAITING to RUNNING in one conditional
+    UPDATE; true if this call moved it. Optuna's `set_trial_state_values`
+    reads the state and writes it in two statements, with the row locked
+    between them on PostgreSQL but not on SQLite, where two processes could
+    both read WAITING and both believe they hold the run."""
+    import datetime
+
+    engine = getattr(storage, "engine", None)
+    if engine is None:  # not a database: Optuna's own check
+        import optuna
+
+        return storage.set_trial_state_values(trial_id, optuna.trial.TrialState.RUNNING)
+    import sqlalchemy
+
+    with engine.begin() as connection:
+        moved = connection.execute(
+            sqlalchemy.text(
+                "UPDATE trials SET state = 'RUNNING', datetime_start = :now "
+                "WHERE trial_id = :trial_id AND state = 'WAITING'"
+            ),
+            {"now": datetime.datetime.now(), "trial_id": trial_id},
+        )
+        return moved.rowcount == 1
 
 
 def finish(storage: Any, trial_id: int, value: float | None) -> None:
