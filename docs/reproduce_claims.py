@@ -6,7 +6,8 @@ candidate tuned on a budget, its best and default settings retrained over
 evaluation seeds, scored on test data that no trial and no choice saw):
 
 - families: sgd, momentum, nag, adagrad, adadelta, rmsprop, adam, radam;
-- switching: adam, momentum, adam_then_sgd, swats;
+- switching: adam, momentum, adam_then_sgd (its switch point `switch.at`
+  tuned with its other hyperparameters), swats;
 - decay: adam and momentum at a constant rate and with time-based, step,
   plateau and cosine decay;
 - batch size: sgd and adam with the full training set, 32 examples and one

@@ -71,6 +71,36 @@ def test_search_space_prefixes_schedule_and_callback_parameters():
     assert set(nag) == {"learning_rate", "momentum", "one_cycle.warmup_fraction"}
 
 
+def test_adam_then_sgd_tunes_where_it_switches_and_swats_does_not():
+    space = candidates.parse_candidate("adam_then_sgd+plateau").search_space()
+    at = space["switch.at"]
+    assert (at.low, at.high, at.default) == (0.1, 0.9, 0.5)
+    # SWATS switches by its own criterion; Adam never switches.
+    assert "switch.at" not in candidates.parse_candidate("swats").search_space()
+    assert "switch.at" not in candidates.parse_candidate("adam").search_space()
+
+
+@pytest.mark.parametrize("fraction, epochs, epoch", [
+    # floor(fraction * epochs), at least 1 and at most epochs.
+    (0.5, 8, 4), (0.5, 3, 1), (0.5, 1, 1), (0.1, 8, 1), (0.1, 30, 3),
+    (0.26, 8, 2), (0.9, 8, 7), (0.9, 10, 9), (1.0, 4, 4), (0.05, 4, 1),
+])
+def test_switch_at_is_the_epoch_after_that_fraction_of_the_run(fraction, epochs, epoch):
+    assert candidates.switch_epoch_at(fraction, epochs) == epoch
+    _, callbacks = candidates.parse_candidate("adam_then_sgd").build({"switch.at": fraction}, 10, epochs)
+    switches = [c for c in callbacks if isinstance(c, SwitchOptimizer)]
+    # SwitchOptimizer counts epochs from 0.
+    assert [c.at_epoch for c in switches] == [epoch - 1]
+
+
+def test_an_explicit_switch_epoch_wins_over_switch_at():
+    _, callbacks = candidates.parse_candidate("adam_then_sgd").build({"switch.at": 0.9}, 10, 8, switch_epoch=3)
+    assert [c.at_epoch for c in callbacks] == [2]
+    # Unset, switch.at takes its default: the middle epoch, as before.
+    _, callbacks = candidates.parse_candidate("adam_then_sgd").build({}, 10, 8)
+    assert [c.at_epoch for c in callbacks] == [3]
+
+
 def test_learning_rate_range_replaces_the_registry_range():
     space = candidates.parse_candidate("adam").search_space(learning_rate_range=(1e-2, 1.0))
     assert (space["learning_rate"].low, space["learning_rate"].high) == (1e-2, 1.0)

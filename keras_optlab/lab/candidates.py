@@ -18,12 +18,15 @@ callbacks in the order given: `adam+plateau+step` is `adam+step+plateau`.
 
 Hyperparameter names: the optimizer's keep their own (`learning_rate`,
 `beta_1`); a schedule's and a callback's are prefixed with its name
-(`step.factor`, `plateau.patience`), since both may have a `factor`.
+(`step.factor`, `plateau.patience`), since both may have a `factor`. A
+switching optimizer moved by a callback (`adam_then_sgd`) has `switch.at`:
+when it switches, as a fraction of the run (see `switch_epoch_at`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping, Sequence
 
 from keras_optlab.lab.errors import UsageError
@@ -49,11 +52,37 @@ def _callback_registry():
     return registry
 
 
+# A switching optimizer with neither a `switch_step` nor a criterion of its
+# own (`adam_then_sgd`) is moved to its second phase by a `SwitchOptimizer`
+# callback. When it switches is a hyperparameter of the candidate,
+# `switch.at`: the fraction of the run's epochs after which it switches. It
+# is tuned like any other (the callback is rebuilt for each run, so a new
+# value compiles nothing); its default 0.5 is the end of the middle epoch.
+SWITCH_AT = "switch.at"
+
+
+def switch_epoch_at(fraction: float, epochs: int) -> int:
+    """The 1-based epoch at whose end a run of `epochs` epochs switches:
+    `floor(fraction · epochs)`, kept within 1 and `epochs`."""
+    return min(epochs, max(1, int(fraction * epochs)))
+
+
 def default_switch_epoch(epochs: int) -> int:
     """Where a switching optimizer with neither a `switch_step` nor a
-    criterion of its own (`adam_then_sgd`) switches when no epoch is given:
-    at the end of the middle epoch, `max(1, epochs // 2)` (1-based)."""
-    return max(1, epochs // 2)
+    criterion of its own (`adam_then_sgd`) switches when neither an epoch
+    nor `switch.at` is given: at the end of the middle epoch,
+    `max(1, epochs // 2)` (1-based)."""
+    return switch_epoch_at(0.5, epochs)
+
+
+@functools.lru_cache(maxsize=None)
+def _switched_by_callback(optimizer_name: str) -> bool:
+    """Whether the registry's `optimizer_name`, built with its defaults, is
+    a switching optimizer that a `SwitchOptimizer` callback moves."""
+    from keras_optlab.optimizers import SwitchingOptimizer
+
+    optimizer = _optimizer_registry().get(optimizer_name)
+    return isinstance(optimizer, SwitchingOptimizer) and optimizer.switch_step is None
 
 
 def tunable_schedules() -> list[str]:
@@ -104,6 +133,8 @@ class Candidate:
             low, high = learning_rate_range
             default = min(max(dimensions["learning_rate"].default, low), high)
             dimensions["learning_rate"] = space.LogUniform(low, high, default=default)
+        if _switched_by_callback(self.optimizer):
+            dimensions[SWITCH_AT] = space.Uniform(0.1, 0.9, default=0.5)
         if self.schedule:
             for key, dimension in _schedule_registry().info(self.schedule).search_space.items():
                 dimensions[f"{self.schedule}.{key}"] = dimension
@@ -133,8 +164,9 @@ class Candidate:
             switch_epoch: For a switching optimizer with neither a
                 `switch_step` nor a criterion of its own (`adam_then_sgd`):
                 the 1-based epoch at whose end a `SwitchOptimizer` callback
-                moves it to its second phase. Defaults to `None`:
-                `default_switch_epoch(epochs)`.
+                moves it to its second phase. Defaults to `None`: the epoch
+                that the hyperparameter `switch.at` gives
+                (`switch_epoch_at`), at its default 0.5 the middle one.
 
         Returns:
             `(optimizer, callbacks)`.
@@ -154,7 +186,10 @@ class Candidate:
         optimizer = _optimizer_registry().get(self.optimizer, **own)
         callbacks = []
         if isinstance(optimizer, SwitchingOptimizer) and optimizer.switch_step is None:
-            at = default_switch_epoch(epochs) if switch_epoch is None else switch_epoch
+            at = (
+                switch_epoch_at(float(values.get(SWITCH_AT, 0.5)), epochs)
+                if switch_epoch is None else switch_epoch
+            )
             callbacks.append(SwitchOptimizer(at_epoch=at - 1))
         for name in self.callbacks:
             entry = _callback_registry().info(name)
