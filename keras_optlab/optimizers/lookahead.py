@@ -8,13 +8,19 @@ import keras
 from keras import ops
 
 from keras_optlab import _validation
-from keras_optlab.optimizers._wrapping import WRAPPER_ONLY, check_inner, under_tf_strategy
+from keras_optlab.optimizers._wrapping import (
+    WRAPPER_ONLY,
+    InnerRate,
+    check_inner,
+    rate_already_scaled,
+    under_tf_strategy,
+)
 from keras_optlab.optimizers.adabound import float32_adam
 from keras_optlab.optimizers.base import SteerableOptimizer
 from keras_optlab.optimizers.radam import RAdam
 
 @keras.saving.register_keras_serializable(package="keras_optlab")
-class Lookahead(SteerableOptimizer):
+class Lookahead(InnerRate, SteerableOptimizer):
     r"""Lookahead (Zhang et al., 2019): k steps forward, one step back.
 
     Wraps any optimizer (Keras' own, keras_optlab's `RAdam`,
@@ -150,43 +156,13 @@ class Lookahead(SteerableOptimizer):
             )
         # The rate is a callable: the inner optimizer's own rate. The
         # wrapper has no rate of its own to save.
-        super().__init__(learning_rate=self._inner_learning_rate, name=name, **kwargs)
+        super().__init__(learning_rate=self._inner_rate, name=name, **kwargs)
         self.inner_optimizer = optimizer
         self.sync_period = sync_period
         self.slow_step_size = slow_step_size
-        # Every place the inner optimizer reads its rate (its `learning_rate`,
-        # weight decay, PyTorch's fused updates) goes through
-        # `_get_current_learning_rate`: shadowing it on the instance makes
-        # them all see this optimizer's scaled rate. Set once, not around
-        # each step, because tf.distribute runs replicas in threads.
-        object.__setattr__(
-            optimizer, "_get_current_learning_rate", self._get_current_learning_rate
-        )
-
-    # --- delegation ----------------------------------------------------------
-
-    @property
-    def variables(self):
-        return self._variables[:] + self.inner_optimizer.variables
-
-    def _inner_learning_rate(self):
-        # The class's method: the instance attribute is the scaled rate.
-        inner = self.inner_optimizer
-        return ops.cast(type(inner)._get_current_learning_rate(inner), "float32")
-
-    @property
-    def learning_rate(self):
-        """The inner optimizer's rate times `lr_scale`."""
-        return self._get_current_learning_rate()
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        # Called once by the base constructor with the callable; afterwards
-        # a new rate is the inner optimizer's.
-        if getattr(self, "inner_optimizer", None) is None:
-            SteerableOptimizer.learning_rate.fset(self, learning_rate)
-        else:
-            self.inner_optimizer.learning_rate = learning_rate
+        # Variables and the scaled rate are delegated (`InnerRate`); the
+        # step count is this optimizer's own.
+        self.scale_inner_rate()
 
     # --- state ---------------------------------------------------------------
 
@@ -336,7 +312,7 @@ def _check_inner(optimizer: Any) -> None:
     # Base-class features that `Optimizer.apply` runs and the wrapper, which
     # calls the inner optimizer's update directly, does not: refused there.
     check_inner("optimizer", optimizer, "Lookahead")
-    if "_get_current_learning_rate" in vars(optimizer):
+    if rate_already_scaled(optimizer):
         raise ValueError(
             "Argument `optimizer` is already wrapped by another Lookahead or "
             f"a Steered; pass a fresh one. Received: optimizer={optimizer.name!r}"

@@ -5,53 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-from keras import ops
 
-from keras_optlab.optimizers._wrapping import check_inner
+from keras_optlab.optimizers._wrapping import InnerDelegation, check_inner
 from keras_optlab.optimizers.base import SteerableOptimizer
-
-
-class InnerDelegation:
-    """What a wrapper whose `inner_optimizer` does the work delegates to it:
-    the variables (the wrapper's own first, then the inner ones), the step
-    count, the learning rate (the inner rate times the wrapper's
-    `lr_scale`; a rate set later is the inner optimizer's) and loss scaling.
-    Mixed in before `SteerableOptimizer` by `Steered` and `SWA`."""
-
-    @property
-    def variables(self):
-        return self._variables[:] + self.inner_optimizer.variables
-
-    @property
-    def iterations(self):
-        return self.inner_optimizer.iterations
-
-    def _inner_rate(self):
-        # The class's method, not the instance's: the instance attribute is
-        # the scaled rate (see `__init__`).
-        inner = self.inner_optimizer
-        return type(inner)._get_current_learning_rate(inner)
-
-    def _get_current_learning_rate(self):
-        return ops.multiply(
-            ops.cast(self._inner_rate(), "float32"), ops.convert_to_tensor(self.lr_scale)
-        )
-
-    @property
-    def learning_rate(self):
-        return self._get_current_learning_rate()
-
-    @learning_rate.setter
-    def learning_rate(self, learning_rate):
-        # Called once by the base constructor (own, unused rate); afterwards
-        # a new rate is the inner optimizer's, as in LossScaleOptimizer.
-        if getattr(self, "inner_optimizer", None) is None:
-            SteerableOptimizer.learning_rate.fset(self, learning_rate)
-        else:
-            self.inner_optimizer.learning_rate = learning_rate
-
-    def scale_loss(self, loss):
-        return self.inner_optimizer.scale_loss(loss)
 
 
 @keras.saving.register_keras_serializable(package="keras_optlab")
@@ -127,14 +83,7 @@ class Steered(InnerDelegation, SteerableOptimizer):
         # number of variables is the same built fresh or loaded.
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
-        # Every place Keras reads the rate during an update (update_step's
-        # argument, weight decay, PyTorch's fused paths) goes through
-        # `_get_current_learning_rate`: shadowing it on the inner instance
-        # scales them all. It is set once, not around each `apply`, because
-        # tf.distribute runs the replicas' `apply` in parallel threads.
-        object.__setattr__(
-            inner_optimizer, "_get_current_learning_rate", self._get_current_learning_rate
-        )
+        self.scale_inner_rate()
 
     def build(self, var_list):
         self.inner_optimizer.build(var_list)

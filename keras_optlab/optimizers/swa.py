@@ -10,9 +10,8 @@ import numpy as np
 from keras import ops
 
 from keras_optlab import _validation
-from keras_optlab.optimizers._wrapping import check_inner
+from keras_optlab.optimizers._wrapping import InnerDelegation, check_inner
 from keras_optlab.optimizers.base import SteerableOptimizer
-from keras_optlab.optimizers.steered import InnerDelegation
 
 # Base-class features that the inner optimizer would apply at the wrong
 # moments for averaging (EMA swaps in its own average at the end; gradient
@@ -143,12 +142,8 @@ class SWA(InnerDelegation, SteerableOptimizer):
         # so that its index does not depend on when the optimizer is built.
         self.num_averaged = self._add_scalar("num_averaged", "int32", 0)
         self._averages = []
-        # Every place Keras reads the inner rate during an update goes
-        # through `_get_current_learning_rate`: shadowing it on the inner
-        # instance applies `lr_scale` to all of them (as `Steered` does).
-        object.__setattr__(
-            optimizer, "_get_current_learning_rate", self._get_current_learning_rate
-        )
+        # Everything the inner optimizer applies uses the scaled rate.
+        self.scale_inner_rate()
 
     # --- building and stepping (the rest is delegated: see InnerDelegation) ---
 
