@@ -352,6 +352,8 @@ def main(argv=None) -> int:
             workload["backend"] = keras.backend.backend()
             workload["machine"] = f"{os.cpu_count()} CPU cores, {platform.machine()}"
         results.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+        # The page from what was stored (keys sorted), as --from-json writes it.
+        stored = json.loads(results.read_text())
     if page is None:
         (results.parent / "claims.md").write_text(markdown(stored))
     else:
