@@ -70,7 +70,7 @@ test: install-test
 	@status=0; times=""; for backend in $(BACKENDS); do \
 	  echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
 	  start=$$(date +%s); \
-	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist loadgroup --durations=5 || status=1; \
+	  KERAS_BACKEND=$$backend $(PY) -m pytest -q -p no:cacheprovider -n $(JOBS) --dist loadgroup --durations=10 || status=1; \
 	  times="$$times $$backend $$(( $$(date +%s) - start )) s;"; \
 	done; \
 	echo "=== mkdocs build --strict ==="; \
