@@ -292,7 +292,7 @@ class Engine:
         keras.utils.set_random_seed(seed)
         try:
             return compiled.model.fit(
-                **self.workload.fit_data(self.batch_size),
+                **self.workload.fit_data(self.batch_size, seed),
                 epochs=self.epochs,
                 verbose=self.verbose,
                 # Switch and plateau callbacks first, so the logger sees their effect.

@@ -97,12 +97,40 @@ class Workload:
             return self.num_batches
         return math.ceil(self.train_examples / batch_size)
 
-    def fit_data(self, batch_size: int) -> dict[str, Any]:
-        """Keyword arguments of `fit` for the data."""
-        if self.arrays:
-            x, y = self.train
-            return dict(x=x, y=y, validation_data=self.validation, batch_size=batch_size, shuffle=True)
-        return dict(x=self.train, validation_data=self.validation)
+    def fit_data(self, batch_size: int, seed: int = 0) -> dict[str, Any]:
+        """Keyword arguments of `fit` for the data: the training data
+        shuffled each epoch, in an order that `seed` fixes.
+
+        On TensorFlow, arrays go to `fit` as `tf.data` pipelines built here:
+        given the arrays themselves, Keras builds a pipeline that costs
+        about 0.08 s an epoch to iterate (an 8-epoch fit of the digits MLP
+        with validation took 1.02 s, against 0.35 s on these pipelines,
+        medians of 5). The same batches, the last one short, in another
+        shuffled order than Keras' own. Other backends take the arrays."""
+        if not self.arrays:
+            return dict(x=self.train, validation_data=self.validation)
+        (x, y), (x_val, y_val) = self.train, self.validation
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            return dict(x=x, y=y, validation_data=(x_val, y_val), batch_size=batch_size, shuffle=True)
+        import tensorflow as tf
+
+        def floatx(array):
+            # As Keras' own array adapter: floating arrays in `floatx`.
+            array = np.asarray(array)
+            return array.astype(keras.config.floatx()) if array.dtype.kind == "f" else array
+
+        x, y, x_val, y_val = (floatx(a) for a in (x, y, x_val, y_val))
+        train = (
+            tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+            .batch(batch_size)
+        )
+        validation = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(batch_size)
+        # shuffle=False: the pipeline shuffles (Keras' own shuffle would
+        # only warn that it ignores a dataset).
+        return dict(x=train, validation_data=validation, shuffle=False)
 
     def test_data(self, batch_size: int) -> dict[str, Any]:
         """Keyword arguments of `evaluate` for the test data."""
