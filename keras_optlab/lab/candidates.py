@@ -59,6 +59,7 @@ def _callback_registry():
 # is tuned like any other (the callback is rebuilt for each run, so a new
 # value compiles nothing); its default 0.5 is the end of the middle epoch.
 SWITCH_AT = "switch.at"
+SWITCH_AT_DEFAULT = 0.5
 
 
 def switch_epoch_at(fraction: float, epochs: int) -> int:
@@ -72,17 +73,22 @@ def default_switch_epoch(epochs: int) -> int:
     criterion of its own (`adam_then_sgd`) switches when neither an epoch
     nor `switch.at` is given: at the end of the middle epoch,
     `max(1, epochs // 2)` (1-based)."""
-    return switch_epoch_at(0.5, epochs)
+    return switch_epoch_at(SWITCH_AT_DEFAULT, epochs)
+
+
+def _moved_by_callback(optimizer: Any) -> bool:
+    """Whether `optimizer` is a switching optimizer with no `switch_step`,
+    which a `SwitchOptimizer` callback moves to its second phase."""
+    from keras_optlab.optimizers import SwitchingOptimizer
+
+    return isinstance(optimizer, SwitchingOptimizer) and optimizer.switch_step is None
 
 
 @functools.lru_cache(maxsize=None)
 def _switched_by_callback(optimizer_name: str) -> bool:
-    """Whether the registry's `optimizer_name`, built with its defaults, is
-    a switching optimizer that a `SwitchOptimizer` callback moves."""
-    from keras_optlab.optimizers import SwitchingOptimizer
-
-    optimizer = _optimizer_registry().get(optimizer_name)
-    return isinstance(optimizer, SwitchingOptimizer) and optimizer.switch_step is None
+    """`_moved_by_callback` of the registry's `optimizer_name` built with
+    its defaults."""
+    return _moved_by_callback(_optimizer_registry().get(optimizer_name))
 
 
 def tunable_schedules() -> list[str]:
@@ -134,7 +140,7 @@ class Candidate:
             default = min(max(dimensions["learning_rate"].default, low), high)
             dimensions["learning_rate"] = space.LogUniform(low, high, default=default)
         if _switched_by_callback(self.optimizer):
-            dimensions[SWITCH_AT] = space.Uniform(0.1, 0.9, default=0.5)
+            dimensions[SWITCH_AT] = space.Uniform(0.1, 0.9, default=SWITCH_AT_DEFAULT)
         if self.schedule:
             for key, dimension in _schedule_registry().info(self.schedule).search_space.items():
                 dimensions[f"{self.schedule}.{key}"] = dimension
@@ -172,7 +178,7 @@ class Candidate:
             `(optimizer, callbacks)`.
         """
         from keras_optlab.callbacks import SwitchOptimizer
-        from keras_optlab.optimizers import Steered, SwitchingOptimizer, lr_scale_of
+        from keras_optlab.optimizers import Steered, lr_scale_of
 
         values = {**self.defaults(), **dict(hyperparameters)}
         own = {k: v for k, v in values.items() if "." not in k}
@@ -185,9 +191,9 @@ class Candidate:
             )
         optimizer = _optimizer_registry().get(self.optimizer, **own)
         callbacks = []
-        if isinstance(optimizer, SwitchingOptimizer) and optimizer.switch_step is None:
+        if _moved_by_callback(optimizer):
             at = (
-                switch_epoch_at(float(values.get(SWITCH_AT, 0.5)), epochs)
+                switch_epoch_at(float(values.get(SWITCH_AT, SWITCH_AT_DEFAULT)), epochs)
                 if switch_epoch is None else switch_epoch
             )
             callbacks.append(SwitchOptimizer(at_epoch=at - 1))
