@@ -6,9 +6,9 @@ is a trial of the study's evaluation study `<study>:evaluation`, marked by
 its key in the user attribute `run`. A worker claims a run by moving the
 lowest-numbered live trial of that key from WAITING to RUNNING in one
 conditional UPDATE, which the database does atomically (a trial another
-worker moved first is not moved again); the trial is created WAITING if the run has none
-(two workers creating one at once leave a spare, which the lowest-number
-rule ignores). A claimed run sends Optuna's heartbeat while it trains; a
+worker moved first is not moved again); the trial is created WAITING if
+the run has none (two workers creating one at once leave a spare, which
+the lowest-number rule ignores). A claimed run sends Optuna's heartbeat while it trains; a
 worker that dies leaves it to go stale, and Optuna's retry callback queues
 it again, for another worker to claim.
 """

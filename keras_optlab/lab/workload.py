@@ -113,7 +113,9 @@ class Workload:
         import keras
 
         if keras.backend.backend() != "tensorflow":
-            return dict(x=x, y=y, validation_data=(x_val, y_val), batch_size=batch_size, shuffle=True)
+            return dict(
+                x=x, y=y, validation_data=(x_val, y_val), batch_size=batch_size, shuffle=True
+            )
         import tensorflow as tf
 
         def floatx(array):
