@@ -1,4 +1,5 @@
-"""Full-size copies in each benchmarked optimizer's compiled update.
+"""Full-size copies and memory traffic in each benchmarked optimizer's
+compiled update.
 
 Run: `KERAS_BACKEND=jax PYTHONPATH=. .venv/bin/python bench/bench_copies.py`
 (or through `make bench`, which prints the counts beside the timings).
@@ -13,6 +14,17 @@ in as arguments, the state donated on JAX as the trainer does; TensorFlow's
 `jit_compile=True` function updates its variables in place) and counts, in
 the optimised HLO, the copies of arrays of that size. Nothing runs; the
 counts do not depend on the machine's load.
+
+It also counts the update's memory traffic: the full-size arrays each loop
+of the compiled update reads and writes. XLA:CPU fuses elementwise work
+into loops but gives each result array its own loop (no multi-output
+fusion), and a reduction is a loop of its own; an optimizer's step on
+large variables is bound by memory traffic, so the ratio of two cases'
+counts is the floor under the ratio of their times. Keras `Adam` moves 10
+arrays per variable (the two moments: 2 read and 1 written each; the
+weight: 3 read and 1 written). A `select` on a phase flag is counted as
+reading both sides, so a phase that leaves a slot unchanged may move less
+than its count.
 """
 
 from __future__ import annotations
@@ -30,6 +42,60 @@ def count_full_copies(hlo_text: str, size: int) -> int:
     computation of an optimised HLO module's text."""
     entry = hlo_text.split("\nENTRY ", 1)[-1]
     return len(re.findall(rf"= f32\[{size}\]\{{0\}} copy\(", entry))
+
+
+_COMPUTATION = re.compile(r"^(ENTRY )?%(\S+) \(.*\{$")
+_INSTRUCTION = re.compile(r"^\s+(?:ROOT )?%(\S+) = (\([^=]*?\)|\S+) ([\w-]+)\((.*?)\)(.*)$")
+
+
+def _computations(hlo_text: str) -> tuple[dict[str, list[tuple]], str]:
+    """Name -> instructions `(name, shape, opcode, operands, attributes)` of
+    each computation in an optimised HLO module's text, and the entry's
+    name."""
+    computations, entry, current = {}, "", None
+    for line in hlo_text.splitlines():
+        header = _COMPUTATION.match(line)
+        if header:
+            current = computations.setdefault(header.group(2), [])
+            entry = header.group(2) if header.group(1) else entry
+            continue
+        instruction = _INSTRUCTION.match(line)
+        if instruction and current is not None:
+            name, shape, opcode, operands, attributes = instruction.groups()
+            current.append(
+                (name, shape, opcode, re.findall(r"%([\w.-]+)", operands), attributes)
+            )
+    return computations, entry
+
+
+def count_full_traffic(hlo_text: str, size: int) -> tuple[int, int]:
+    """Full-size float32 arrays that the compiled update's loops read and
+    write: for each loop (a fusion or a copy) of the entry computation, its
+    full-size operands (reads) and full-size results (writes). The second
+    number adds, for each conditional, its most expensive branch (SWATS'
+    projection runs in one; the other is empty). A loop reads each operand
+    once and writes each result once, so on a step bound by memory
+    traffic, as an optimizer's is, this count is the step's cost."""
+    full = f"f32[{size}]"
+    computations, entry = _computations(hlo_text)
+
+    def traffic(name: str) -> tuple[int, int]:
+        shapes = {}
+        own, branches = 0, 0
+        for instruction, shape, opcode, operands, attributes in computations.get(name, []):
+            shapes[instruction] = shape
+            if opcode in ("fusion", "copy"):
+                reads = sum(shapes.get(operand, "").startswith(full) for operand in operands)
+                own += reads + shape.count(full)
+            elif opcode == "conditional":
+                called = re.findall(r"%([\w.-]+)", attributes.split("branch_computations=", 1)[-1]
+                                    .split("}", 1)[0]) if "branch_computations" in attributes else \
+                    re.findall(r"(?:true|false)_computation=%([\w.-]+)", attributes)
+                branches += max((sum(traffic(b)) for b in called), default=0)
+        return own, branches
+
+    own, branches = traffic(entry)
+    return own, own + branches
 
 
 def _hlo_text(optimizer, variables, gradients) -> str:
@@ -53,13 +119,15 @@ def _hlo_text(optimizer, variables, gradients) -> str:
     return step.experimental_get_compiler_ir(gradients)(stage="optimized_hlo")
 
 
-def run_backend() -> dict[str, float]:
-    """Full-size copies per variable, by case."""
+def analyse_backend() -> dict[str, dict[str, float]]:
+    """Per case and per variable: full-size copies, and full-size arrays
+    the update's loops read and write (`count_full_traffic`), without and
+    with the most expensive branch of each conditional."""
     import keras
     import numpy as np
 
     rng = np.random.default_rng(0)
-    counts = {}
+    results = {}
     for name, (optimizer, phase) in make_optimizers().items():
         variables = [
             keras.Variable(rng.normal(size=(SIZE,)).astype("float32")) for _ in range(VARIABLES)
@@ -72,13 +140,25 @@ def run_backend() -> dict[str, float]:
             for _ in range(VARIABLES)
         ]
         text = _hlo_text(optimizer, variables, gradients)
-        counts[name] = count_full_copies(text, SIZE) / VARIABLES
-    return counts
+        arrays, with_branches = count_full_traffic(text, SIZE)
+        results[name] = {
+            "copies": count_full_copies(text, SIZE) / VARIABLES,
+            "arrays": arrays / VARIABLES,
+            "arrays_with_branches": with_branches / VARIABLES,
+        }
+    return results
+
+
+def run_backend() -> dict[str, float]:
+    """Full-size copies per variable, by case."""
+    return {name: entry["copies"] for name, entry in analyse_backend().items()}
 
 
 def main() -> int:
-    for name, copies in run_backend().items():
-        print(f"{name:45} {copies:4.1f} full-size copies per variable")
+    print(f"{'case':45} {'copies':>6} {'arrays':>7} {'with branches':>14}  (per variable)")
+    for name, entry in analyse_backend().items():
+        print(f"{name:45} {entry['copies']:6.1f} {entry['arrays']:7.1f} "
+              f"{entry['arrays_with_branches']:14.1f}")
     return 0
 
 

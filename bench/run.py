@@ -54,7 +54,7 @@ def child(repetitions: int) -> None:
             "pairs": bench_compare.PAIRS,
         },
         "traces": bench_traces.run_backend(),
-        "copies": bench_copies.run_backend(),
+        "compiled": bench_copies.analyse_backend(),
         "engine": bench_engine.run_backend(),
     }
     print("RESULT " + json.dumps(result))
@@ -107,7 +107,10 @@ def summarise(raw: dict) -> dict:
             },
         }
     summary["traces"] = raw["traces"]
-    summary["copies"] = raw["copies"]
+    summary["copies"] = {case: entry["copies"] for case, entry in raw["compiled"].items()}
+    summary["traffic"] = {
+        case: entry["arrays_with_branches"] for case, entry in raw["compiled"].items()
+    }
     summary["engine"] = raw["engine"]
     return summary
 
@@ -153,6 +156,21 @@ def print_table(results: dict) -> None:
             f"{results['backends'][b]['copies'][case]:14.1f}" for b in backends))
     if not copied:
         print("(none)")
+    print("\nmemory traffic: full-size arrays read and written per variable by the compiled "
+          "update's loops\n(with each conditional's largest branch), and its ratio to the "
+          "reference's; the time ratio divided by it")
+    print(f"{'case / compared with':64}" + "".join(
+        f"{b + ' arrays':>18}{'ratio':>7}{'time/arrays':>12}" for b in backends))
+    first = results["backends"][backends[0]]["optimizer.apply"]
+    for key in first["ratios"]:
+        case, reference = key.split(" / ")
+        row = f"{key:64}"
+        for backend in backends:
+            traffic = results["backends"][backend]["traffic"]
+            ratio = traffic[case] / traffic[reference]
+            time_ratio = results["backends"][backend]["optimizer.apply"]["ratios"][key]
+            row += f"{traffic[case]:18.1f}{ratio:7.2f}{time_ratio / ratio:12.2f}"
+        print(row)
     print("\nthe lab's trial engine: Adam runs of optlab tune's default workload (digits MLP, "
           "8 epochs), a fresh build per run against one compiled model reused")
     import bench_engine
