@@ -280,6 +280,39 @@ def test_a_command_that_differs_from_the_study_leaves_it_untouched(existing_stud
     assert {p.name: p.read_bytes() for p in existing_study.iterdir()} == files
 
 
+def test_a_study_whose_batch_order_differs_is_refused(existing_study, tmp_path):
+    # A study made when the lab gave TensorFlow's fit Keras' own array
+    # pipeline (no batch_order in its settings) is refused on TensorFlow,
+    # whose batches now come in another order; elsewhere the order is
+    # Keras' own and no setting names it.
+    import shutil
+
+    import keras
+    import optuna
+
+    from keras_optlab.lab.study import SETTINGS_ATTR
+
+    on_tensorflow = keras.backend.backend() == "tensorflow"
+
+    out = tmp_path / "report"
+    shutil.copytree(existing_study, out)
+    storage = f"sqlite:///{out / 'study.sqlite3'}"
+    study = optuna.load_study(study_name="optlab/sgd", storage=storage)
+    settings = dict(study.user_attrs[SETTINGS_ATTR])
+    assert ("batch_order" in settings) == on_tensorflow, settings
+    if not on_tensorflow:
+        return
+    del settings["batch_order"]
+    study.set_user_attr(SETTINGS_ATTR, settings)
+    status, _, stderr = run_cli(
+        ["tune", "--candidates", "sgd", "--trials", "1", "--seeds", "1", "--epochs", "1",
+         "--batch-size", "512", "--out", str(out), "--quiet"]
+    )
+    assert status == 2
+    assert ("was made with batch_order=None; this command has "
+            "batch_order='tf.data shuffle seeded per run'") in stderr
+
+
 def test_compare_refuses_to_replace_a_tuning_folder(existing_study):
     status, _, stderr = run_cli(["compare", "--epochs", "1", "--out", str(existing_study), "--quiet"])
     assert status == 2

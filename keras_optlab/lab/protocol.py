@@ -37,9 +37,13 @@ def wanted_settings(plan, work) -> dict[str, dict[str, Any]]:
     # study made without it reads as before; its stored runs carry no test
     # scores, and adding test data to it is refused.
     test = {} if work.test is None else {"test_sha256": work.test_sha256, "test_examples": work.test_examples}
+    # Likewise the batch order, where it is not Keras' own (TensorFlow): a
+    # study made before the order changed is refused rather than continued.
+    order = {} if work.batch_order is None else {"batch_order": work.batch_order}
     return {
         candidate.name: {
             **test,
+            **order,
             "format": FORMAT,
             "candidate": candidate.name,
             "space": {k: d.to_dict() for k, d in plan.spaces[candidate.name].items()},

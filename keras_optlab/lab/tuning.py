@@ -35,8 +35,9 @@ when another already stored them. Before its evaluation a process waits for
 trials still running elsewhere, so every process picks the same best trial.
 
 A study remembers the settings it was made with (workload fingerprint,
-epochs, batch size, metric, search space, backend); a command that differs
-is refused before anything is written.
+epochs, batch size, metric, search space, backend, and on TensorFlow the
+batch order); a command that differs is refused before anything is
+written.
 
 Every run trains through one `keras_optlab.lab.engine.Engine`: each
 candidate is compiled once and its trials and seeds reuse the compiled

@@ -97,6 +97,18 @@ class Workload:
             return self.num_batches
         return math.ceil(self.train_examples / batch_size)
 
+    @property
+    def batch_order(self) -> str | None:
+        """How `fit_data` orders the training batches where that is not
+        Keras' own order (`None` where it is). It is part of a study's
+        settings: a study continued with batches in another order would mix
+        two kinds of trials."""
+        import keras
+
+        if self.arrays and keras.backend.backend() == "tensorflow":
+            return "tf.data shuffle seeded per run"
+        return None
+
     def fit_data(self, batch_size: int, seed: int = 0) -> dict[str, Any]:
         """Keyword arguments of `fit` for the data: the training data
         shuffled each epoch, in an order that `seed` fixes.
