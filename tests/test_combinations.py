@@ -18,7 +18,9 @@ from keras_optlab import optimizers
 from keras_optlab.callbacks import ReduceLROnPlateau
 from keras_optlab.optimizers import Lookahead, Prodigy, ScheduleFreeSGD, SwitchingOptimizer, lr_scale_of
 
-NEW = ["prodigy", "dadapt_adam", "schedule_free_sgd", "schedule_free_adamw", "adopt", "mars"]
+NEW = [
+    "prodigy", "dadapt_adam", "schedule_free_sgd", "schedule_free_adamw", "adopt", "mars", "soap",
+]
 
 
 def _gradient(values):

@@ -15,6 +15,7 @@ from keras_optlab.optimizers.prodigy import Prodigy
 from keras_optlab.optimizers.proximal_adagrad import ProximalAdagrad
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
+from keras_optlab.optimizers.soap import SOAP
 from keras_optlab.optimizers.steered import Steered
 from keras_optlab.optimizers.swa import SWA
 from keras_optlab.optimizers.swats import SWATS
@@ -43,6 +44,7 @@ __all__ = [
     "Prodigy",
     "ProximalAdagrad",
     "RAdam",
+    "SOAP",
     "SWA",
     "SWATS",
     "ScheduleFreeAdamW",

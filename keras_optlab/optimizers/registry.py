@@ -30,6 +30,7 @@ from keras_optlab.optimizers.lookahead import lookahead, ranger
 from keras_optlab.optimizers.prodigy import Prodigy
 from keras_optlab.optimizers.radam import RAdam
 from keras_optlab.optimizers.schedule_free import ScheduleFreeAdamW, ScheduleFreeSGD
+from keras_optlab.optimizers.soap import SOAP
 from keras_optlab.optimizers.swa import swa_sgd
 from keras_optlab.optimizers.swats import SWATS
 from keras_optlab.optimizers.switching import adam_then_sgd
@@ -620,6 +621,19 @@ for _info in (
             "beta_1": space.OneMinusLogUniform(0.5, 0.99, default=0.95),
             "beta_2": space.OneMinusLogUniform(0.9, 0.999, default=0.99),
             "gamma": space.LogUniform(0.005, 0.1, default=0.025),
+        },
+    ),
+    OptimizerInfo(
+        name="soap",
+        factory=SOAP,
+        family="adaptive",
+        update_rule="each mode k of a matrix or tensor: L_k ← β₂L_k + (1−β₂) g₍ₖ₎g₍ₖ₎ᵀ, Q_k its eigenvectors (eigh at step 0, then one power step and QR every f steps);  Adam's m, v of ĝ = Qᵀg;  θ ← θ − η Q(m̂ / (√v̂ + ε));  θ ← (1 − ηλ)θ  (no move at step 0; 1-D variables: no rotation)",
+        paper="Vyas et al., 'SOAP: Improving and Stabilizing Shampoo using Adam', ICLR 2025, arXiv:2409.11321",
+        keras_builtin=False,
+        suggested_learning_rate=3e-3,
+        search_space={
+            "beta_1": space.OneMinusLogUniform(0.5, 0.99, default=0.95),
+            "beta_2": space.OneMinusLogUniform(0.9, 0.999, default=0.95),
         },
     ),
     OptimizerInfo(
