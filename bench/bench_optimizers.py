@@ -105,6 +105,15 @@ PAIRS = [
     ("Lookahead(Adam)", "keras Adam", 1.35),
     ("Ranger", "keras Adam", None),
     ("SOAP (1-D: Adam path)", "keras Adam", 1.15),
+    # The learning-rate-free and schedule-free generation: no goal in the
+    # table; each is read against its memory traffic (bench_copies: the
+    # time ratio over the ratio of arrays moved, goal 1.15).
+    ("Prodigy", "keras Adam", None),
+    ("DAdaptAdam", "keras Adam", None),
+    ("ScheduleFreeSGD", "keras SGD(momentum=0.9)", None),
+    ("ScheduleFreeAdamW", "keras Adam", None),
+    ("ADOPT", "keras Adam", None),
+    ("MARS (optimize_1d: MARS path)", "keras Adam", None),
 ]
 
 
@@ -173,6 +182,13 @@ def make_optimizers():
         # and an eigendecomposition or QR on some steps) depends on the
         # shapes of a model's matrices and is not timed here.
         "SOAP (1-D: Adam path)": (optimizers.SOAP(1e-3), None),
+        "Prodigy": (optimizers.Prodigy(), None),
+        "DAdaptAdam": (optimizers.DAdaptAdam(), None),
+        "ScheduleFreeSGD": (optimizers.ScheduleFreeSGD(), None),
+        "ScheduleFreeAdamW": (optimizers.ScheduleFreeAdamW(), None),
+        "ADOPT": (optimizers.ADOPT(), None),
+        # Vectors take MARS' AdamW path unless optimize_1d.
+        "MARS (optimize_1d: MARS path)": (optimizers.MARS(optimize_1d=True), None),
     }
 
 

@@ -170,3 +170,19 @@ def update_moments(optimizer, momentum, velocity, gradient, beta_1, beta_2):
             ops.cast(1.0 - beta_2, dtype),
         ),
     )
+
+
+def one_after(total):
+    """Exactly 1 (NaN where `total` is NaN), computed from the scalar `total`.
+
+    XLA gives each result array of a compiled update its own loop and
+    writes a slot in place only where every loop that reads the slot's old
+    value is known to run first; a reduction over the old slot and the
+    slot's own loop, with no data between them, are not ordered, and XLA
+    copies the slot at every step (on JAX into a fresh buffer: D-Adaptation
+    Adam, with two such copies, ran at 1.8 times its memory traffic).
+    Multiplying the slot's update by `one_after(reduction)` gives the order
+    at the price of a scalar operand. `minimum(1, |t| + 1)` is 1 for every
+    finite or infinite `t`, and XLA does not fold it away.
+    """
+    return ops.minimum(1.0, ops.abs(total) + 1.0)

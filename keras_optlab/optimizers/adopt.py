@@ -174,7 +174,11 @@ class ADOPT(SteerableOptimizer):
         step = ops.cast(self.iterations, "float32")
         first = ops.equal(self.iterations, 0)
         learning_rate = ops.cast(learning_rate, "float32")
-        decays = self.weight_decay is not None and self._use_weight_decay(variable)
+        # A decay of 0 (the default) is no decay: added as 0 * variable, it
+        # made every loop of the compiled update read the variable, and XLA
+        # then copied the variable at every step (one copy of two per
+        # variable; the other, of v, remains: see docs/benchmarks.md).
+        decays = bool(self.weight_decay) and self._use_weight_decay(variable)
         if decays and not self.decouple:
             gradient = ops.add(
                 gradient, ops.multiply(variable, ops.cast(self.weight_decay, dtype))

@@ -225,20 +225,21 @@ class DAdaptAdam(SteerableOptimizer):
         sum_rate = _dadapt.one_minus_sqrt(self.beta_2)
         epsilon = _dadapt.float32(self.epsilon)
 
-        # r reads s_k and v_k, before this step changes them.
-        self.assign_add(
-            self._numerator_increment,
-            step_size * _numerics.sum_of_products(
-                gradient, gradient_sum / (ops.sqrt(velocity) + epsilon)
-            ),
+        # r reads s_k and v_k, before this step changes them: their new
+        # values are computed after r's sum (`one_after`), so that XLA
+        # writes them in place rather than copying them at every step.
+        increment = _numerics.sum_of_products(
+            gradient, gradient_sum / (ops.sqrt(velocity) + epsilon)
         )
+        self.assign_add(self._numerator_increment, step_size * increment)
+        after_sum = _numerics.one_after(increment)
         new_momentum = momentum * ops.where(active, beta_1, 1.0) + gradient * (
             step_size * (1.0 - beta_1)
         )
-        new_velocity = velocity * ops.where(active, beta_2, 1.0) + ops.square(
+        new_velocity = velocity * (ops.where(active, beta_2, 1.0) * after_sum) + ops.square(
             gradient
         ) * ops.where(active, 1.0 - beta_2, 0.0)
-        new_sum = gradient_sum * ops.where(active, 1.0 - sum_rate, 1.0) + gradient * (
+        new_sum = gradient_sum * (ops.where(active, 1.0 - sum_rate, 1.0) * after_sum) + gradient * (
             step_size * sum_rate
         )
         self.assign(momentum, new_momentum)

@@ -244,15 +244,20 @@ class MARS(SteerableOptimizer):
             corrected = ops.add(
                 gradient, ops.multiply(ops.subtract(gradient, previous), correction)
             )
-            self.assign(previous, gradient)
             norm = ops.sqrt(_numerics.squared_norm(corrected))
+            # g_t is kept after the norm's pass, which read g_{t-1} through
+            # c_t, so that XLA writes the slot in place (`one_after`)
+            # rather than copying g_{t-1} at every step.
+            self.assign(previous, ops.multiply(gradient, ops.cast(_numerics.one_after(norm), dtype)))
             corrected = ops.divide(corrected, ops.cast(ops.maximum(norm, 1.0), dtype))
         else:
             beta_1, beta_2, decay = self.beta_1_1d, self.beta_2_1d, self.weight_decay_1d
             rate = rate * ops.cast(self.learning_rate_1d_factor, "float32")
             corrected = gradient
 
-        if decay is not None and self._use_weight_decay(variable):
+        # A decay of 0 (the MARS path's default) is skipped: a shrink by 0
+        # would rewrite the variable at every step.
+        if decay and self._use_weight_decay(variable):
             shrink = ops.cast(rate * ops.cast(decay, "float32"), dtype)
             self.assign_sub(variable, ops.multiply(variable, shrink))
 

@@ -169,11 +169,16 @@ class _ScheduleFree(SteerableOptimizer):
             direction = direction + value * float32(self.weight_decay)
         z_value = ops.where(first, value, ops.cast(z, "float32"))
         beta = float32(self._interpolation())
-        new_value = (
-            value + c * (z_value - value) + rate * (beta * (1.0 - c) - 1.0) * direction
-        )
+        new_z = z_value - rate * direction
+        # y' = (1 - c) y + c z' - rate (1 - beta)(1 - c) d, the reference's
+        # y' = y + c (z - y) + rate (beta (1 - c) - 1) d written with the new
+        # z: the variable's loop then reads z' and runs after z's, so XLA
+        # writes both in place (with the old z in both loops, it copied the
+        # variable and z at every step: schedule-free SGD ran at 3.8x
+        # Keras SGD with momentum on JAX).
+        new_value = value + c * (new_z - value) - rate * (1.0 - beta) * (1.0 - c) * direction
+        self.assign(z, ops.cast(new_z, z.dtype))
         self.assign(variable, ops.cast(new_value, variable.dtype))
-        self.assign(z, ops.cast(z_value - rate * direction, z.dtype))
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
         super()._backend_update_step(grads, trainable_variables, learning_rate)
