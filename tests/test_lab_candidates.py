@@ -28,12 +28,22 @@ from keras_optlab.schedules import StepDecay
         # TensorFlow Addons' class names are aliases of the textbook names.
         ("LazyAdam+plateau", "lazy_adam", None, ("plateau",), "lazy_adam+plateau"),
         ("rectifiedadam", "radam", None, (), "radam"),
+        # Run at its defaults, with no search.
+        ("Prodigy@Default", "prodigy", None, (), "prodigy@default"),
+        ("adam+plateau+step @default", "adam", "step", ("plateau",), "adam+step+plateau@default"),
     ],
 )
 def test_good_candidates_parse_to_their_canonical_name(text, optimizer, schedule, callbacks, name):
     candidate = candidates.parse_candidate(text)
     assert (candidate.optimizer, candidate.schedule, candidate.callbacks) == (optimizer, schedule, callbacks)
     assert candidate.name == name
+    assert candidate.untuned == name.endswith("@default")
+
+
+def test_a_candidate_at_its_defaults_keeps_the_same_defaults_and_space():
+    searched, untuned = candidates.parse_candidates(["prodigy", "prodigy@default"])
+    assert untuned.defaults() == searched.defaults() == {"learning_rate": 1.0, "d_coef": 1.0}
+    assert set(untuned.search_space()) == set(searched.search_space())
 
 
 @pytest.mark.parametrize(
@@ -47,6 +57,8 @@ def test_good_candidates_parse_to_their_canonical_name(text, optimizer, schedule
         ("adam+warmup", ["'warmup'", "other schedules"]),
         ("adam+plateau+plateau", ["'plateau' twice"]),
         ("adam+sgd", ["two optimizers", "adam_then_sgd"]),
+        ("adam@tuned", ["'adam@tuned'", "only 'default'", "prodigy@default"]),
+        ("adam@", ["'adam@'", "only 'default'"]),
     ],
 )
 def test_bad_candidates_are_refused_with_one_message_naming_the_part(text, expected):

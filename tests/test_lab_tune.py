@@ -168,3 +168,36 @@ def test_running_again_continues_the_study(first_run):
         assert [t["values"] for t in new[:len(old)]] == [t["values"] for t in old]
     # Default runs are stored in the study: a second command does not redo them.
     assert "default seed" not in stdout
+
+
+def test_the_report_gives_each_candidates_search_cost(first_run):
+    # The tuning cost beside the quality: the finished trials, whichever
+    # process ran them, and their summed wall time.
+    # Read from the folder: a test above may have continued the study.
+    out = first_run[0]
+    results = json.loads((out / "results.json").read_text())
+    text = (out / "report.md").read_text()
+    for outcome in results["candidates"]:
+        cost = results["summary"][outcome["name"]]["tuning_cost"]
+        seconds = [t["seconds"] for t in outcome["trials"] if t["state"] in ("complete", "pruned", "fail")]
+        assert cost["trials"] == len(seconds) >= TRIALS
+        assert cost["trial_seconds"] == pytest.approx(sum(seconds)) and cost["trial_seconds"] > 0
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{outcome['name']}` |"))
+        assert row.endswith(f"| {cost['trials']} trials, {cost['trial_seconds']:.0f} s |")
+
+
+def test_a_candidate_marked_default_runs_its_defaults_with_no_search(tmp_path):
+    out = tmp_path / "report"
+    status, stdout, stderr = run_cli(tune_argv(out, candidates=("sgd@default",)))
+    assert status == 0, stderr
+    assert trial_states(out / "study.sqlite3", "optlab/sgd@default") == {}
+    results = json.loads((out / "results.json").read_text())
+    (outcome,) = results["candidates"]
+    assert outcome["name"] == "sgd@default" and outcome["trials"] == []
+    assert outcome["best_params"] == outcome["default_params"] and outcome["best_trial"] is None
+    # Its setting is its defaults: the runs that evaluate it are the default runs.
+    assert outcome["tuned_runs"] == outcome["default_runs"]
+    assert sorted(r["seed"] for r in outcome["default_runs"]) == [1, 2]
+    assert results["summary"]["sgd@default"]["tuning_cost"] == {"trials": 0, "trial_seconds": 0.0}
+    assert "| none (defaults) |" in (out / "report.md").read_text()
+    assert " trial " not in stdout

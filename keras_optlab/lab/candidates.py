@@ -10,6 +10,11 @@ learning-rate schedule and by callbacks, joined with `+`:
     nag+one_cycle     Nesterov momentum under the one-cycle policy
     adam+cosine+plateau
 
+A candidate ending in `@default` (`prodigy@default`) is not searched: it
+runs its defaults only, as a method that tunes itself would be used (the
+self-tuning track of AlgoPerf). `optlab tune` runs no trial for it and
+reports its tuning cost as none, beside the searched candidates' cost.
+
 The schedule is any entry of the schedule registry that has
 `fit_arguments` (every one but the compositions); a trailing `_decay` in its
 name is optional. Callbacks come from `keras_optlab.callbacks.registry`.
@@ -32,6 +37,7 @@ from typing import Any, Mapping, Sequence
 from keras_optlab.lab.errors import UsageError
 
 SEPARATOR = "+"
+UNTUNED_SUFFIX = "@default"
 
 
 def _optimizer_registry():
@@ -105,17 +111,20 @@ class Candidate:
         optimizer: The optimizer's registry name.
         schedule: The schedule's registry name, or `None` (constant rate).
         callbacks: Callback registry names, in order.
+        untuned: Run at its defaults, with no search (`@default`).
     """
 
     optimizer: str
     schedule: str | None = None
     callbacks: tuple[str, ...] = ()
+    untuned: bool = False
 
     @property
     def name(self) -> str:
-        """The canonical text, such as `adam+step+plateau`."""
+        """The canonical text, such as `adam+step+plateau` or
+        `prodigy@default`."""
         parts = [self.optimizer, *([self.schedule] if self.schedule else []), *self.callbacks]
-        return SEPARATOR.join(parts)
+        return SEPARATOR.join(parts) + (UNTUNED_SUFFIX if self.untuned else "")
 
     def __str__(self) -> str:
         return self.name
@@ -237,7 +246,7 @@ def _schedule_name(part: str) -> str | None:
 
 
 def parse_candidate(text: str) -> Candidate:
-    """Parses `optimizer[+schedule][+callback...]`.
+    """Parses `optimizer[+schedule][+callback...][@default]`.
 
     Raises:
         UsageError: Naming the unknown or misplaced part and listing the
@@ -245,7 +254,13 @@ def parse_candidate(text: str) -> Candidate:
     """
     if not isinstance(text, str):
         raise UsageError(f"A candidate must be a string. Received: {text!r}")
-    parts = [part.strip().lower() for part in text.split(SEPARATOR)]
+    body, marker, rest = text.strip().lower().partition("@")
+    if marker and rest.strip() != UNTUNED_SUFFIX[1:]:
+        raise UsageError(
+            f"Candidate {text!r}: after '@' only 'default' may follow (a candidate run at its "
+            f"defaults, with no search, such as prodigy{UNTUNED_SUFFIX})."
+        )
+    parts = [part.strip() for part in body.split(SEPARATOR)]
     if not text.strip() or any(not part for part in parts):
         raise UsageError(
             f"Candidate {text!r} has an empty part; write optimizer[+schedule][+callback], "
@@ -293,7 +308,7 @@ def parse_candidate(text: str) -> Candidate:
                 f"Unknown candidate {text!r}: {part!r} is neither a schedule nor a callback. "
                 f"Schedules: {', '.join(schedules)}. Callbacks: {', '.join(callbacks)}."
             )
-    return Candidate(parts[0], schedule, tuple(chosen))
+    return Candidate(parts[0], schedule, tuple(chosen), untuned=bool(marker))
 
 
 def parse_candidates(texts: Sequence[str], argument: str = "candidates") -> list[Candidate]:

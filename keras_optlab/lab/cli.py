@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser(
         "tune", help="tune each candidate on a budget (Optuna study), then retrain the best over several seeds")
     tune.add_argument("--candidates", type=_comma_list, default=None,
-                      help="comma-separated candidates such as adam,radam,adam+step,adam+plateau,nag+one_cycle "
+                      help="comma-separated candidates such as adam,radam,adam+step,adam+plateau,nag+one_cycle; "
+                           "NAME@default runs NAME at its defaults with no search, such as prodigy@default "
                            "(default: adam,radam,nag)")
     tune.add_argument("--budget", default="quick",
                       help="quick (8 trials, 3 seeds, 8 epochs; default), standard (25, 5, 20) or thorough (60, 10, 30)")

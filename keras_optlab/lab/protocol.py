@@ -80,9 +80,17 @@ class Protocol:
         self.units_done = 0
         self.units: list[tuple[Candidate, str, int | None, int]] | None = None
 
+    def _budget(self, name: str) -> int:
+        """Trials for candidate `name`: none for one run at its defaults
+        (`@default`)."""
+        untuned = {c.name for c in self.plan.candidates if c.untuned}
+        return 0 if name in untuned else self.plan.trials
+
     # progress ---------------------------------------------------------
     def _left(self) -> tuple[int, int]:
-        trials_left = sum(max(0, self.plan.trials - studies_.finished(s)) for s in self.studies.values())
+        trials_left = sum(
+            max(0, self._budget(name) - studies_.finished(s)) for name, s in self.studies.items()
+        )
         runs_left = 0
         for name, study in self.studies.items():
             stored = studies_.stored_runs(study)
@@ -158,7 +166,7 @@ class Protocol:
     def _search(self, candidate: Candidate) -> None:
         study = self.studies[candidate.name]
         objective = self._objective(candidate)
-        while studies_.finished(study) < self.plan.trials:
+        while studies_.finished(study) < self._budget(candidate.name):
             began = time.perf_counter()
             before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
             study.optimize(objective, n_trials=1, catch=())
@@ -272,7 +280,7 @@ class Protocol:
             number, params = best[candidate.name]
             stored = studies_.stored_runs(study)
             default_runs = [stored[("default", None, s)] for s in self.plan.evaluation_seeds if ("default", None, s) in stored]
-            if number is not None and studies_.is_default_trial(study, number):
+            if candidate.untuned or (number is not None and studies_.is_default_trial(study, number)):
                 tuned_runs = default_runs
             else:
                 tuned_runs = [stored[("tuned", number, s)] for s in self.plan.evaluation_seeds if ("tuned", number, s) in stored]

@@ -298,6 +298,16 @@ class CandidateOutcome:
     def count(self, state: str) -> int:
         return sum(trial.state == state for trial in self.trials)
 
+    def tuning_cost(self) -> dict[str, float]:
+        """What the search cost: its finished trials (complete, pruned or
+        failed) and their summed wall time in seconds, whichever process
+        ran them. Zero for a candidate run at its defaults (`@default`)."""
+        finished = [t for t in self.trials if t.state in ("complete", "pruned", "fail")]
+        return {
+            "trials": len(finished),
+            "trial_seconds": float(sum(t.seconds for t in finished if t.seconds is not None)),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -374,7 +384,8 @@ class TuneRecords:
         of tuning (tuned − default per seed, paired by seed; for a minimised
         metric default − tuned, so a positive gain is an improvement),
         seconds per epoch, epochs and seconds to the target (over the seeds
-        that reached it), and trial counts."""
+        that reached it), trial counts, and the search's cost (its trials
+        and their summed seconds)."""
         from keras_optlab.lab import stats
 
         target = self.target()
@@ -385,6 +396,7 @@ class TuneRecords:
             entry: dict[str, Any] = {
                 "best_params": outcome.best_params,
                 "trials": {s: outcome.count(s) for s in ("complete", "pruned", "fail")},
+                "tuning_cost": outcome.tuning_cost(),
             }
             for label, rows in (("tuned", tuned), ("default", default)):
                 entry[f"{label}_best"] = stats.mean_interval([r["best"] for r in rows]).to_dict()

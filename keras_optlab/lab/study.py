@@ -222,7 +222,8 @@ def open_studies(
 ) -> dict[str, Any]:
     """`{candidate name: optuna.Study}`: every existing study is checked
     against `wanted` (its settings) before anything is created; then the
-    missing ones are created with their default trial first in the queue.
+    missing ones are created with their default trial first in the queue
+    (none for a candidate run at its defaults only).
 
     Workers started together race to create a study: the one whose
     `create_study` succeeds enqueues the default trial and then records the
@@ -269,7 +270,8 @@ def open_studies(
                 continue
         space_ = spaces[candidate.name]
         defaults = {k: d.default for k, d in space_.items()}
-        if all(d.contains(defaults[k]) for k, d in space_.items()):
+        # A candidate run at its defaults only (`@default`) has no trial.
+        if not candidate.untuned and all(d.contains(defaults[k]) for k, d in space_.items()):
             made.enqueue_trial(to_optuna(space_, defaults), user_attrs={"default": True}, skip_if_exists=True)
         made.set_user_attr(SETTINGS_ATTR, dict(wanted[candidate.name]))
         studies[candidate.name] = made

@@ -45,6 +45,14 @@ def format_params(params: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _cost(cost: Mapping[str, float]) -> str:
+    """`12 trials, 31 s`; `none (defaults)` for a candidate not searched."""
+    if not cost["trials"]:
+        return "none (defaults)"
+    plural = "" if cost["trials"] == 1 else "s"
+    return f"{cost['trials']} trial{plural}, {cost['trial_seconds']:.0f} s"
+
+
 def results_table(results: TuneRecords) -> str:
     """One row per candidate (see `TuneRecords.summary` for the numbers)."""
     summary = results.summary()
@@ -57,7 +65,7 @@ def results_table(results: TuneRecords) -> str:
         "default best → gain",
         *([f"{test}: tuned", f"{test}: default"] if test else []),
         "s/epoch", f"epochs to {target_text}",
-        f"s to {target_text}", "trials (complete/pruned/failed)",
+        f"s to {target_text}", "trials (complete/pruned/failed)", "tuning cost",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for outcome in results.candidates:
@@ -81,6 +89,7 @@ def results_table(results: TuneRecords) -> str:
             epochs,
             seconds,
             f"{trials['complete']}/{trials['pruned']}/{trials['fail']}",
+            _cost(row["tuning_cost"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -129,7 +138,8 @@ def _describe(results: TuneRecords) -> str:
         f"Model `{s['model']}` on data `{s['data']}`{examples}; loss {s['loss']}; "
         f"{s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} per run, {batch}; "
         f"optimised: `{s['monitor']}` ({'lower' if s['mode'] == 'min' else 'higher'} is better).\n\n"
-        f"Search: {s['trials']} finished trials per candidate on tuning seed {s['tuning_seed']}; "
+        f"Search: {s['trials']} finished trials per candidate (none for a candidate marked "
+        f"`@default`, run at its defaults only) on tuning seed {s['tuning_seed']}; "
         f"sampler {s['sampler']}; pruner {s['pruner']}. Study `{s['study']}/<candidate>` in "
         f"`{s['storage']}`. Evaluation: the best and the default setting retrained with seeds "
         f"{', '.join(map(str, seeds))}, which the search never used; seed s gives every candidate "
