@@ -35,32 +35,45 @@ def _python(code: str, argv0: str | None = None, env: dict | None = None) -> str
     return done.stdout.strip().splitlines()[-1]
 
 
-def test_a_fresh_process_that_imports_only_keras_optlab_loads_our_optimizers_and_schedules(tmp_path):
-    x, y = regression_data(n=16)
-    ours = small_model()
-    ours.compile(optimizer=RAdam(StepDecay(0.01, 2, 0.5)), loss="mse")
-    keras_own = small_model()
-    keras_own.compile(
-        optimizer=keras.optimizers.Adam(Warmup(keras.optimizers.schedules.ExponentialDecay(0.01, 10, 0.5), 3)),
-        loss="mse",
-    )
-    for model, name in ((ours, "radam"), (keras_own, "adam")):
-        model.fit(x, y, batch_size=4, epochs=1, verbose=0)
-        model.save(tmp_path / f"{name}.keras")
-    expected = [float(keras.ops.convert_to_numpy(m.optimizer.learning_rate)) for m in (ours, keras_own)]
-    loaded = json.loads(_python(
-        "import json, os, keras, keras_optlab\n"
-        f"folder = {str(tmp_path)!r}\n"
-        "models = [keras.saving.load_model(os.path.join(folder, n)) for n in ('radam.keras', 'adam.keras')]\n"
-        "print(json.dumps([[type(m.optimizer).__name__, type(m.optimizer._learning_rate).__name__,\n"
-        "                   float(keras.ops.convert_to_numpy(m.optimizer.learning_rate))] for m in models]))",
-        env={"KERAS_BACKEND": BACKEND},
-    ))
-    assert [row[:2] for row in loaded] == [["RAdam", "StepDecay"], ["Adam", "Warmup"]]
-    # Four steps done: StepDecay(0.01, 2, 0.5) at step 4 is 0.01 * 0.5 ** 2;
-    # the warmup is over and ExponentialDecay is at its step 1.
-    np.testing.assert_allclose([row[2] for row in loaded], expected, rtol=1e-6)
-    np.testing.assert_allclose(expected, [0.01 * 0.5**2, 0.01 * 0.5 ** (1 / 10)], rtol=1e-6)
+# What a fresh process must find is the registration of keras_optlab's
+# classes with Keras' serialization, which importing the package does on
+# every backend alike (saving and loading within each backend's own
+# process is checked in test_every_optimizer.py). The test took 7 s in the
+# JAX pass against 11.5 s on TensorFlow and 12.8 s on PyTorch (fresh-clone
+# CI), so it runs in the JAX pass only.
+if BACKEND == "jax":
+
+    def test_a_fresh_process_that_imports_only_keras_optlab_loads_our_optimizers_and_schedules(tmp_path):
+        x, y = regression_data(n=16)
+        ours = small_model()
+        ours.compile(optimizer=RAdam(StepDecay(0.01, 2, 0.5)), loss="mse")
+        keras_own = small_model()
+        keras_own.compile(
+            optimizer=keras.optimizers.Adam(
+                Warmup(keras.optimizers.schedules.ExponentialDecay(0.01, 10, 0.5), 3)
+            ),
+            loss="mse",
+        )
+        for model, name in ((ours, "radam"), (keras_own, "adam")):
+            model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+            model.save(tmp_path / f"{name}.keras")
+        expected = [
+            float(keras.ops.convert_to_numpy(m.optimizer.learning_rate)) for m in (ours, keras_own)
+        ]
+        loaded = json.loads(_python(
+            "import json, os, keras, keras_optlab\n"
+            f"folder = {str(tmp_path)!r}\n"
+            "models = [keras.saving.load_model(os.path.join(folder, n))\n"
+            "          for n in ('radam.keras', 'adam.keras')]\n"
+            "print(json.dumps([[type(m.optimizer).__name__, type(m.optimizer._learning_rate).__name__,\n"
+            "                   float(keras.ops.convert_to_numpy(m.optimizer.learning_rate))] for m in models]))",
+            env={"KERAS_BACKEND": BACKEND},
+        ))
+        assert [row[:2] for row in loaded] == [["RAdam", "StepDecay"], ["Adam", "Warmup"]]
+        # Four steps done: StepDecay(0.01, 2, 0.5) at step 4 is 0.01 * 0.5 ** 2;
+        # the warmup is over and ExponentialDecay is at its step 1.
+        np.testing.assert_allclose([row[2] for row in loaded], expected, rtol=1e-6)
+        np.testing.assert_allclose(expected, [0.01 * 0.5**2, 0.01 * 0.5 ** (1 / 10)], rtol=1e-6)
 
 
 @pytest.mark.parametrize("name", optimizers.list_optimizers())
