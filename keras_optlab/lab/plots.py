@@ -166,6 +166,9 @@ def plot_sensitivity(results: TuneRecords, path=None, close: bool = False):
                 ax.plot([rate], [value], "*", color="C2", markersize=14, markeredgecolor="black")
             if trial.number == outcome.best_trial and math.isfinite(value):
                 ax.plot([rate], [value], "o", markerfacecolor="none", color="C3", markersize=14, markeredgewidth=2)
+        if not outcome.trials:  # `@default`: run at its defaults only
+            ax.text(0.5, 0.5, "no trial: run at its defaults", ha="center", va="center",
+                    transform=ax.transAxes)
         ax.set_xscale("log")
         ax.set_title(outcome.name)
         ax.set_xlabel("learning rate")
@@ -201,7 +204,11 @@ def plot_progress(results: TuneRecords, path=None, close: bool = False):
     ax.set_ylabel(f"best {results.monitor} so far")
     ax.set_title("Tuning progress")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    else:  # every candidate `@default`
+        ax.text(0.5, 0.5, "no trial: every candidate ran at its defaults", ha="center",
+                va="center", transform=ax.transAxes)
     figure.tight_layout()
     return _finish(figure, path, close)
 
