@@ -109,10 +109,12 @@ def test_a_value_no_variable_can_hold_compiles_again_and_is_counted(work):
     # The first setting again, on another seed: its model is reused.
     again = shared.run(piecewise, {"piecewise_constant.factor": 0.1}, 2)
     assert shared.counts()["adam+piecewise_constant"] == {"compiled": 2, "retraces": 0}
-    for record, factor, seed in ((second, 0.3, 1), (again, 0.1, 2)):
-        fresh = engine(work).run(piecewise, {"piecewise_constant.factor": factor}, seed)
-        np.testing.assert_allclose(record.history["loss"], fresh.history["loss"], rtol=RTOL)
+    # The model compiled for the second value trains as a fresh one. (A
+    # run on a reused model equals a fresh one: the test above.)
+    fresh = engine(work).run(piecewise, {"piecewise_constant.factor": 0.3}, 1)
+    np.testing.assert_allclose(second.history["loss"], fresh.history["loss"], rtol=RTOL)
     assert first.history["loss"] != second.history["loss"]
+    assert again.history["loss"] != first.history["loss"]  # another seed
 
 
 # --- live hyperparameters on raw variables ---------------------------------
