@@ -152,15 +152,17 @@ def relative_error(actual, expected):
 # TensorFlow; 9e-7 on JAX and PyTorch), and 6e-6 on other draws.
 TOLERANCE = 1e-5
 
-# (shapes, arguments, seed). At the defaults: a (3, 4) matrix, a rank-3
-# tensor (one factor per mode), a bias and a scalar (Adam's path). Then
+# (shapes, arguments, seed). At the defaults: a (3, 4, 1) kernel (its
+# mode of size 1 is unrotated here and rotated by its 1 x 1 basis in the
+# reference), a rank-3 tensor (one factor per mode), a bias and a scalar
+# (Adam's path). Then
 # every other argument moved: with `max_precond_dim=5` a (4, 6) matrix
 # keeps its 6-mode unrotated, a square matrix, and with `precondition_1d`
 # a vector of two is rotated (its first factor has rank 1 of 2); the basis
 # is refreshed every 3 steps. (Each preconditioned mode costs TensorFlow
 # about 0.5 s of compilation: its own eigendecomposition and QR.)
 CASES = {
-    "defaults": ([(3, 4), (2, 3, 4), (3,), ()], {}, 1),
+    "defaults": ([(3, 4, 1), (2, 3, 4), (3,), ()], {}, 1),
     "1d-normalized-uncorrected": (
         [(4, 6), (3, 3), (2,)],
         {"precondition_1d": True, "normalize_grads": True, "correct_bias": False,
@@ -324,11 +326,11 @@ def test_bfloat16_variable_moves_with_float32_linear_algebra(recorded):
 
 
 def test_which_modes_keep_a_factor():
-    # Every mode up to max_precond_dim, of every variable of rank 2 or
-    # more (a convolution kernel too); rank 1 only with precondition_1d;
-    # never a scalar.
-    shapes = [(3, 3, 2, 4), (5, 4), (4,), ()]
-    expected = [[3, 3, 2, 4], [None, 4], [None], []]
+    # Every mode from 2 up to max_precond_dim, of every variable of rank 2
+    # or more (a convolution kernel too); rank 1 only with precondition_1d;
+    # never a scalar, nor a mode of size 1 (its basis is +-1).
+    shapes = [(3, 3, 2, 4), (5, 4), (4,), (), (4, 1)]
+    expected = [[3, 3, 2, 4], [None, 4], [None], [], [4, None]]
     optimizer = SOAP(max_precond_dim=4)
     optimizer.build([keras.Variable(np.zeros(s, "float32")) for s in shapes])
     sizes = [[None if pair is None else tuple(pair[0].shape)[0] for pair in modes]
@@ -341,7 +343,7 @@ def test_which_modes_keep_a_factor():
                 assert tuple(pair[1].shape) == tuple(pair[0].shape)
     # Two slots per variable, two matrices per kept mode, and Keras'
     # iteration, learning rate and lr_scale.
-    assert len(optimizer.variables) == 3 + 2 * len(shapes) + 2 * (4 + 1)
+    assert len(optimizer.variables) == 3 + 2 * len(shapes) + 2 * (4 + 1 + 1)
     vectors = SOAP(precondition_1d=True, max_precond_dim=4)
     vectors.build([keras.Variable(np.zeros(s, "float32")) for s in [(4,), (5,)]])
     assert [[pair is not None for pair in modes] for modes in vectors._factors] == [[True], [False]]

@@ -68,8 +68,8 @@ class SOAP(SteerableOptimizer):
     while Adam's moments keep adapting at every step in between.
 
     For a variable $\theta$ of rank $r$, a mode $k$ of size $d_k$ is
-    *preconditioned* when $d_k \le$ `max_precond_dim` and $\theta$ has
-    rank 2 or more (rank 1 as well with `precondition_1d=True`). Such a
+    *preconditioned* when $2 \le d_k \le$ `max_precond_dim` and $\theta$
+    has rank 2 or more (rank 1 as well with `precondition_1d=True`). Such a
     mode keeps a $d_k \times d_k$ factor $L_k$ and an orthogonal basis
     $Q_k$; every other mode is left unrotated ($Q_k = I$). Write $C_k(g)$
     for the contraction of $g$ with itself over every mode but $k$ ($g
@@ -142,7 +142,11 @@ class SOAP(SteerableOptimizer):
     - **`merge_dims` and `data_format` are not provided**: the reference's
       default, `merge_dims=False`, is what this class does. A mode larger
       than `max_precond_dim` is left unrotated, as there; a large
-      convolution kernel is not reshaped to fit.
+      convolution kernel is not reshaped to fit. A mode of size 1 (the
+      kernel of a one-unit `Dense` layer) is left unrotated too, where the
+      reference keeps a $1 \times 1$ factor: its basis is $\pm 1$, so the
+      steps are the same, and the compiled step has one
+      eigendecomposition and one QR fewer.
     - **The step count** is `optimizer.iterations`, shared by all
       variables (with `gradient_accumulation_steps` it counts updates, not
       batches). The reference counts per parameter: a parameter that got
@@ -292,7 +296,10 @@ class SOAP(SteerableOptimizer):
         shape = tuple(variable.shape)
         if len(shape) == 1 and not self.precondition_1d:
             return [False]
-        return [int(size) <= self.max_precond_dim for size in shape]
+        # A mode of size 1 has the basis (+-1), which changes nothing (the
+        # update does not depend on a basis vector's sign): left unrotated,
+        # which spares an eigendecomposition and a QR in the compiled step.
+        return [1 < int(size) <= self.max_precond_dim for size in shape]
 
     def build(self, var_list):
         if self.built:
