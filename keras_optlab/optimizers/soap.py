@@ -158,9 +158,9 @@ class SOAP(SteerableOptimizer):
       leave $\theta$, $m$ and $v$ exactly as they were (scalar selects on
       the step count, as in `ADOPT`), and `ops.switch` on the step count
       picks the bases' update (its three branches are compiled once). Only
-      the $d_k \times d_k$ matrices pass through the switch; $v$ is
-      permuted outside it (by the identity on the steps that keep the
-      basis).
+      the $d_k \times d_k$ matrices pass through the switch; $m$ and $v$
+      follow a refreshed basis in a conditional of their own, taken on
+      refresh steps only.
     - **float32 linear algebra.** $L_k$ and $Q_k$ are float32 variables
       and the projections, the eigendecomposition, the QR and the update of
       $\theta$ are computed in float32 whatever the variable's dtype; $m$
@@ -182,9 +182,10 @@ class SOAP(SteerableOptimizer):
       costs two mode products per preconditioned mode ($g$ into the
       eigenbasis, the step out of it) plus the contraction $C_k$; on a
       refresh (every $f$ steps: one power step and a QR) two more take $m$
-      out of the old basis and into the new one. The reference does that
-      round trip of $m$ on every step, where the basis has not changed and
-      it is the identity up to rounding: skipped here (the two runs agree
+      out of the old basis and into the new one, and $v$ is permuted. The
+      reference does that round trip of $m$, and permutes $v$ by the
+      identity, on every step, where the basis has not changed: skipped
+      here (the two runs agree
       to about $10^{-6}$ relative over 200 steps). The eigendecomposition
       runs on the first step only. On TensorFlow, XLA expands each
       eigendecomposition into a loop of its own: compiling the step took
@@ -412,7 +413,8 @@ class SOAP(SteerableOptimizer):
             )
             step_size = rate * ops.sqrt(correction_2) / correction_1
         moved = ops.subtract(theta, ops.multiply(update, unless_first(step_size, 0.0)))
-        if self.weight_decay is not None and self._use_weight_decay(variable):
+        # A decay of 0 is skipped, as ADOPT and MARS skip it.
+        if self.weight_decay and self._use_weight_decay(variable):
             shrink = unless_first(rate * ops.cast(self.weight_decay, "float32"), 0.0)
             moved = ops.subtract(moved, ops.multiply(moved, shrink))
         self.assign(variable, ops.cast(moved, dtype))
@@ -443,23 +445,30 @@ class SOAP(SteerableOptimizer):
             factors,
             [bases[axis] for axis, _ in kept],
         )
-        for (axis, _), order in zip(kept, orders):
-            new_v = ops.take(new_v, order, axis=axis)
         rotated = list(bases)
         for (axis, _), new_basis in zip(kept, new_bases):
             rotated[axis] = new_basis
-        # m lives in the eigenbasis: where the basis was refreshed it is
-        # taken back to the variable's space and into the new basis. On the
-        # other steps the reference does the same round trip, which is the
-        # identity up to rounding and two products per mode: skipped here.
-        # (On the first step m is 0.) Before the bases are assigned: on
-        # PyTorch `bases` are the variables' own tensors, and on TensorFlow
-        # a branch may read the variable itself.
-        refreshed = ops.logical_and(refresh, ops.logical_not(first))
-        new_m = ops.cond(
-            refreshed,
-            lambda: self._rotate(self._rotate(new_m, bases, transpose=False), rotated, transpose=True),
-            lambda: new_m,
+
+        def follow_the_new_bases():
+            # v is permuted with each refreshed basis; m, which lives in the
+            # eigenbasis, is taken back to the variable's space and into the
+            # new basis.
+            permuted = new_v
+            for (axis, _), order in zip(kept, orders):
+                permuted = ops.take(permuted, order, axis=axis)
+            back = self._rotate(new_m, bases, transpose=False)
+            return self._rotate(back, rotated, transpose=True), permuted
+
+        # Only a refresh changes the bases' order and directions under m and
+        # v (the first step's m and v are 0). On the other steps the
+        # reference permutes v by the identity and takes m on the round
+        # trip, the identity up to rounding: skipped here. Before the bases
+        # are assigned: on PyTorch `bases` are the variables' own tensors,
+        # and on TensorFlow a branch may read the variable itself.
+        new_m, new_v = ops.cond(
+            ops.equal(branch, _POWER_ITERATION),
+            follow_the_new_bases,
+            lambda: (new_m, new_v),
         )
         for (_, (factor, basis)), new_factor, new_basis in zip(kept, factors, new_bases):
             self.assign(factor, new_factor)
