@@ -80,16 +80,16 @@ class Protocol:
         self.units_done = 0
         self.units: list[tuple[Candidate, str, int | None, int]] | None = None
 
-    def _budget(self, name: str) -> int:
-        """Trials for candidate `name`: none for one run at its defaults
+    def _budget(self, candidate: Candidate) -> int:
+        """Trials for `candidate`: none for one run at its defaults
         (`@default`)."""
-        untuned = {c.name for c in self.plan.candidates if c.untuned}
-        return 0 if name in untuned else self.plan.trials
+        return 0 if candidate.untuned else self.plan.trials
 
     # progress ---------------------------------------------------------
     def _left(self) -> tuple[int, int]:
         trials_left = sum(
-            max(0, self._budget(name) - studies_.finished(s)) for name, s in self.studies.items()
+            max(0, self._budget(c) - studies_.finished(self.studies[c.name]))
+            for c in self.plan.candidates
         )
         runs_left = 0
         for name, study in self.studies.items():
@@ -166,7 +166,7 @@ class Protocol:
     def _search(self, candidate: Candidate) -> None:
         study = self.studies[candidate.name]
         objective = self._objective(candidate)
-        while studies_.finished(study) < self._budget(candidate.name):
+        while studies_.finished(study) < self._budget(candidate):
             began = time.perf_counter()
             before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
             study.optimize(objective, n_trials=1, catch=())

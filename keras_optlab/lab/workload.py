@@ -122,12 +122,11 @@ class Workload:
         if not self.arrays:
             return dict(x=self.train, validation_data=self.validation)
         (x, y), (x_val, y_val) = self.train, self.validation
-        import keras
-
-        if keras.backend.backend() != "tensorflow":
+        if self.batch_order is None:  # Keras' own order: the arrays themselves
             return dict(
                 x=x, y=y, validation_data=(x_val, y_val), batch_size=batch_size, shuffle=True
             )
+        import keras
         import tensorflow as tf
 
         def floatx(array):
