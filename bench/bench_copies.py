@@ -68,6 +68,16 @@ def _computations(hlo_text: str) -> tuple[dict[str, list[tuple]], str]:
     return computations, entry
 
 
+def _branches(attributes: str) -> list[str]:
+    """The computations a conditional's attributes name, in either form:
+    `branch_computations={%a, %b}` or `true_computation=%a,
+    false_computation=%b`."""
+    listed = re.search(r"branch_computations=\{([^}]*)\}", attributes)
+    if listed:
+        return re.findall(r"%([\w.-]+)", listed.group(1))
+    return re.findall(r"(?:true|false)_computation=%([\w.-]+)", attributes)
+
+
 def count_full_traffic(hlo_text: str, size: int) -> tuple[int, int]:
     """Full-size float32 arrays that the compiled update's loops read and
     write: for each loop (a fusion or a copy) of the entry computation, its
@@ -88,10 +98,7 @@ def count_full_traffic(hlo_text: str, size: int) -> tuple[int, int]:
                 reads = sum(shapes.get(operand, "").startswith(full) for operand in operands)
                 own += reads + shape.count(full)
             elif opcode == "conditional":
-                called = re.findall(r"%([\w.-]+)", attributes.split("branch_computations=", 1)[-1]
-                                    .split("}", 1)[0]) if "branch_computations" in attributes else \
-                    re.findall(r"(?:true|false)_computation=%([\w.-]+)", attributes)
-                branches += max((sum(traffic(b)) for b in called), default=0)
+                branches += max((sum(traffic(b)) for b in _branches(attributes)), default=0)
         return own, branches
 
     own, branches = traffic(entry)
@@ -147,11 +154,6 @@ def analyse_backend() -> dict[str, dict[str, float]]:
             "arrays_with_branches": with_branches / VARIABLES,
         }
     return results
-
-
-def run_backend() -> dict[str, float]:
-    """Full-size copies per variable, by case."""
-    return {name: entry["copies"] for name, entry in analyse_backend().items()}
 
 
 def main() -> int:

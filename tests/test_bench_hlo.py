@@ -61,3 +61,12 @@ def test_traffic_counts_each_loops_full_operands_and_results():
     # conditional's larger branch: negate 1 + 1, its sum 1.
     assert bench_copies.count_full_traffic(MODULE, 8) == (7, 10)
     assert bench_copies.count_full_traffic(MODULE, 9) == (0, 0)
+
+
+def test_a_conditionals_branches_are_read_in_both_forms():
+    assert bench_copies._branches("branch_computations={%region_0.6, %region_1.9}, metadata={}") == [
+        "region_0.6", "region_1.9",
+    ]
+    assert bench_copies._branches(
+        "true_computation=%on_true.2, false_computation=%on_false.3, metadata={op_name=\"x\"}"
+    ) == ["on_true.2", "on_false.3"]
