@@ -30,7 +30,8 @@ def work():
     digits = load_digits()
     x = (digits.data / 16.0).astype("float32")
     y = digits.target.astype("int32")
-    arrays = {"x_train": x[:192], "y_train": y[:192], "x_val": x[192:256], "y_val": y[192:256]}
+    # 70 validation examples: not a multiple of the batch size.
+    arrays = {"x_train": x[:192], "y_train": y[:192], "x_val": x[192:262], "y_val": y[192:262]}
     return make_workload("mlp", arrays, seed=0)
 
 
@@ -86,9 +87,35 @@ def test_trials_and_seeds_reuse_one_compiled_model_per_optimizer_without_retraci
         "adam": 1, "nag": 1, "radam": 1, "adam+step": 1, "adam+plateau": 0,
     }
     assert all(c["retraces"] == 0 for c in counts.values())
+    if shared.counts_traces:
+        # The first run traced the train step once and the evaluation step
+        # not at all: validation is scored in batches of the shape the
+        # compiled model's building evaluation had.
+        assert [c.traces[0] for c in shared._compiled] == [1, 1, 1, 1]
     # The runs differ: the hyperparameters really reached the compiled step.
     first_adam, second_adam = records[0].history["loss"], records[2].history["loss"]
     assert first_adam != second_adam
+
+
+def scored_batches(fit_kwargs):
+    """Sizes of the validation batches `fit` is given."""
+    if "validation_batch_size" in fit_kwargs:
+        rows, size = len(fit_kwargs["validation_data"][0]), fit_kwargs["validation_batch_size"]
+        return [min(size, rows - start) for start in range(0, rows, size)]
+    return [int(x.shape[0]) for x, _ in fit_kwargs["validation_data"]]
+
+
+def test_validation_is_scored_in_one_batch_up_to_1024_examples(work):
+    import dataclasses
+
+    assert scored_batches(work.fit_data(32, seed=1)) == [70]
+    assert scored_batches(work.fit_data(100, seed=1)) == [70]
+    x, y = work.validation
+    large = dataclasses.replace(
+        work, validation=(np.tile(x, (20, 1))[:1025], np.tile(y, 20)[:1025]), validation_examples=1025
+    )
+    assert scored_batches(large.fit_data(32, seed=1)) == [32] * 32 + [1]
+    assert scored_batches(large.fit_data(2048, seed=1)) == [1025]
 
 
 def test_the_first_run_starts_from_the_seeds_initial_weights(work, reused):

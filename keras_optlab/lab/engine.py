@@ -36,12 +36,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from keras_optlab.lab import live
+from keras_optlab.lab import live, seeding
 from keras_optlab.lab.candidates import Candidate
 from keras_optlab.lab.errors import UsageError
 from keras_optlab.lab.records import RunRecord, weights_fingerprint
 from keras_optlab.lab.workload import Workload
-from keras_optlab.lab.workload import sample as workload_sample
 
 # Steps run per call of the compiled train function. On a small model the
 # time goes into the per-call Python overhead, not the arithmetic: 16 steps
@@ -168,7 +167,7 @@ class Engine:
     def _compile(self, candidate: Candidate, values: Mapping[str, Any], optimizer: Any) -> _Compiled:
         import keras
 
-        keras.utils.set_random_seed(0)
+        seeding.set_random_seed(0)
         model = self.workload.build_model()
         if not model.built or not model.weights:
             model = self.workload.template(0)
@@ -193,9 +192,11 @@ class Engine:
         # Keras builds the loss and metrics on the first call that sees
         # data; inside `fit` that first call draws a shuffle of its own, and
         # a first fit would shuffle differently from later ones. One
-        # evaluation on a batch builds them here, before any seed is set.
-        x, y = workload_sample(self.workload)
-        model.evaluate(x[: self.batch_size], y[: self.batch_size], verbose=0)
+        # evaluation on a batch builds them here, before any seed is set: a
+        # batch of the shape validation will have, so that its compiled
+        # step serves the runs too.
+        x, y = self.workload.scoring_batch(self.batch_size)
+        model.evaluate(x, y, batch_size=len(x), verbose=0)
         traces = [0]
         if self.counts_traces:
             for name in ("train_step", "test_step"):
@@ -289,7 +290,7 @@ class Engine:
             variable.assign(value if source is None else initial[source])
         traces_before = compiled.traces[0]
         # Same seed before every fit: the same shuffled batches for all.
-        keras.utils.set_random_seed(seed)
+        seeding.set_random_seed(seed)
         try:
             return compiled.model.fit(
                 **self.workload.fit_data(self.batch_size, seed),
