@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from keras_optlab.lab import live, seeding
+from keras_optlab.lab import live, no_tensorflow
 from keras_optlab.lab.candidates import Candidate
 from keras_optlab.lab.errors import UsageError
 from keras_optlab.lab.records import RunRecord, weights_fingerprint
@@ -167,7 +167,7 @@ class Engine:
     def _compile(self, candidate: Candidate, values: Mapping[str, Any], optimizer: Any) -> _Compiled:
         import keras
 
-        seeding.set_random_seed(0)
+        no_tensorflow.set_random_seed(0)
         model = self.workload.build_model()
         if not model.built or not model.weights:
             model = self.workload.template(0)
@@ -290,7 +290,7 @@ class Engine:
             variable.assign(value if source is None else initial[source])
         traces_before = compiled.traces[0]
         # Same seed before every fit: the same shuffled batches for all.
-        seeding.set_random_seed(seed)
+        no_tensorflow.set_random_seed(seed)
         try:
             return compiled.model.fit(
                 **self.workload.fit_data(self.batch_size, seed),

@@ -37,6 +37,8 @@ from typing import Any, Callable, Iterator, Mapping
 import keras
 import numpy as np
 
+from keras_optlab.lab import no_tensorflow
+
 # While true (the optimizer building its slots), every read of a LiveValue
 # is a host read: what it yields is stored in the slots' initial values.
 _BUILDING = [False]
@@ -164,7 +166,8 @@ def _leaves(config: Any, prefix: tuple = ()) -> dict[tuple, Any]:
 
 def config_of(optimizer: Any) -> dict[tuple, Any]:
     """The leaves of `optimizer`'s config, nested objects included."""
-    return _leaves(keras.saving.serialize_keras_object(optimizer))
+    with no_tensorflow.unless_in_use():
+        return _leaves(keras.saving.serialize_keras_object(optimizer))
 
 
 def varying(candidate: Any, values: Mapping[str, Any], steps: int, epochs: int) -> set[tuple]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from keras_optlab.lab import seeding
+from keras_optlab.lab import no_tensorflow
 from keras_optlab.lab.data import Dataset
 from keras_optlab.lab.errors import UsageError
 
@@ -88,7 +88,7 @@ def build_model(name: str, dataset: Dataset, seed: int | None = None) -> Any:
 
     check_model_name(name)
     if seed is not None:
-        seeding.set_random_seed(seed)
+        no_tensorflow.set_random_seed(seed)
     # Other data (a user's arrays) is read as a 1-D signal, as MNIST-1D is.
     builders = _ARCHITECTURES.get(dataset.name, _PAPER)
     inputs = keras.Input((dataset.num_features,))

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from keras_optlab.lab import seeding
+from keras_optlab.lab import no_tensorflow
 from keras_optlab.lab.errors import UsageError
 from keras_optlab.lab.inputs import (
     ARRAY_KEYS,
@@ -187,7 +187,7 @@ class Workload:
         (so its initial weights follow the seed), built if it was not."""
         import keras
 
-        seeding.set_random_seed(seed)
+        no_tensorflow.set_random_seed(seed)
         model = self.build_model()
         if not model.built or not model.weights:
             x = sample_of(self.train)[0]
@@ -298,7 +298,7 @@ def make_workload(
         test = rest[0] if rest else None
     x_sample, y_sample = sample_of(train)
     try:
-        seeding.set_random_seed(seed)
+        no_tensorflow.set_random_seed(seed)
         network = build()
     except Exception as error:  # noqa: BLE001 - the user's function failed
         raise UsageError(f"The model {model_name!r} does not build: {one_line(error)}") from None
