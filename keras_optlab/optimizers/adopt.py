@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_optlab import _validation
+from keras_optlab.optimizers import _numerics
 from keras_optlab.optimizers.base import SteerableOptimizer
 
 
@@ -176,8 +177,7 @@ class ADOPT(SteerableOptimizer):
         learning_rate = ops.cast(learning_rate, "float32")
         # A decay of 0 (the default) is no decay: added as 0 * variable, it
         # made every loop of the compiled update read the variable, and XLA
-        # then copied the variable at every step (one copy of two per
-        # variable; the other, of v, remains: see docs/benchmarks.md).
+        # then copied the variable at every step (see docs/benchmarks.md).
         decays = bool(self.weight_decay) and self._use_weight_decay(variable)
         if decays and not self.decouple:
             gradient = ops.add(
@@ -205,12 +205,17 @@ class ADOPT(SteerableOptimizer):
         self.assign_sub(variable, ops.multiply(momentum, ops.cast(learning_rate, dtype)))
 
         # v moves after the step: the step above read v_{t-1}. On step 0
-        # it becomes g_0^2 (v starts at 0).
+        # it becomes g_0^2 (v starts at 0). The rate is multiplied by an
+        # exact 1 read from the new momentum's first element: the loop that
+        # writes v then runs after the momentum's loop, which read v_{t-1},
+        # and XLA writes v in place instead of copying it every step.
         velocity_rate = ops.where(first, 1.0, ops.cast(1.0 - self.beta_2, "float32"))
+        after_momentum = _numerics.one_after(ops.cast(ops.reshape(momentum, (-1,))[0], "float32"))
         self.assign_add(
             velocity,
             ops.multiply(
-                ops.subtract(ops.square(gradient), velocity), ops.cast(velocity_rate, dtype)
+                ops.subtract(ops.square(gradient), velocity),
+                ops.cast(velocity_rate * after_momentum, dtype),
             ),
         )
 
