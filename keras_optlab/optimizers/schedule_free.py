@@ -92,7 +92,7 @@ _SHARED_DEPARTURES = r"""
 class _ScheduleFree(SteerableOptimizer):
     """What schedule-free SGD and AdamW share: the scalars, $z$, the
     interpolation and the moves between $y$ and $x$. Subclasses give
-    `_interpolation` ($\\beta$) and `_direction` ($u_k$)."""
+    `_interpolation` ($\\beta$) and `_directions` ($u_k$)."""
 
     def __init__(
         self,
@@ -136,7 +136,13 @@ class _ScheduleFree(SteerableOptimizer):
     def _interpolation(self):
         raise NotImplementedError
 
-    def _direction(self, gradient, variable, value, learning_rate):
+    def _directions(self, gradient, variable, value, learning_rate):
+        """$u_k$ without weight decay, twice: for $z$'s loop and for the
+        variable's. Where it costs a division or a root, the two are
+        written in different forms, so that each loop computes it: one
+        expression read by two loops is stored as a full-size array at
+        every step (XLA does not compute a division twice to avoid it),
+        which took schedule-free AdamW to 1.7x Keras Adam on JAX."""
         raise NotImplementedError
 
     def _step_scalars(self, learning_rate):
@@ -164,9 +170,10 @@ class _ScheduleFree(SteerableOptimizer):
         z = self._z[self._get_variable_index(variable)]
         first, rate, _, _, c = self._step_scalars(learning_rate)
         value = ops.cast(variable, "float32")
-        direction = self._direction(ops.cast(gradient, "float32"), variable, value, rate)
+        directions = self._directions(ops.cast(gradient, "float32"), variable, value, rate)
         if self._decays(variable):
-            direction = direction + value * float32(self.weight_decay)
+            directions = [d + value * float32(self.weight_decay) for d in directions]
+        direction, direction_again = directions
         z_value = ops.where(first, value, ops.cast(z, "float32"))
         beta = float32(self._interpolation())
         new_z = z_value - rate * direction
@@ -176,7 +183,9 @@ class _ScheduleFree(SteerableOptimizer):
         # writes both in place (with the old z in both loops, it copied the
         # variable and z at every step: schedule-free SGD ran at 3.8x
         # Keras SGD with momentum on JAX).
-        new_value = value + c * (new_z - value) - rate * (1.0 - beta) * (1.0 - c) * direction
+        new_value = (
+            value + c * (new_z - value) - rate * (1.0 - beta) * (1.0 - c) * direction_again
+        )
         self.assign(z, ops.cast(new_z, z.dtype))
         self.assign(variable, ops.cast(new_value, variable.dtype))
 
@@ -327,8 +336,8 @@ class ScheduleFreeSGD(_ScheduleFree):
     def _interpolation(self):
         return self.momentum
 
-    def _direction(self, gradient, variable, value, learning_rate):
-        return gradient
+    def _directions(self, gradient, variable, value, learning_rate):
+        return gradient, gradient
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -457,7 +466,7 @@ class ScheduleFreeAdamW(_ScheduleFree):
     def _interpolation(self):
         return self.beta_1
 
-    def _direction(self, gradient, variable, value, learning_rate):
+    def _directions(self, gradient, variable, value, learning_rate):
         velocity = self._velocities[self._get_variable_index(variable)]
         beta_2 = float32(self.beta_2)
         count = ops.cast(ops.convert_to_tensor(self.steps_taken) + 1, "float32")
@@ -466,7 +475,13 @@ class ScheduleFreeAdamW(_ScheduleFree):
             1.0 - beta_2
         )
         self.assign(velocity, ops.cast(new_velocity, velocity.dtype))
-        return gradient / (ops.sqrt(new_velocity / correction) + float32(self.epsilon))
+        # g / (sqrt(v / c) + eps), and the same as sqrt(c) g / (sqrt(v) +
+        # sqrt(c) eps): they differ by rounding only.
+        root = ops.sqrt(correction)
+        return (
+            gradient / (ops.sqrt(new_velocity / correction) + float32(self.epsilon)),
+            gradient / (ops.sqrt(new_velocity) + float32(self.epsilon) * root) * root,
+        )
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
