@@ -62,9 +62,9 @@ def _computations(hlo_text: str) -> tuple[dict[str, list[tuple]], str]:
         instruction = _INSTRUCTION.match(line)
         if instruction and current is not None:
             name, shape, opcode, operands, attributes = instruction.groups()
-            current.append(
-                (name, shape, opcode, re.findall(r"%([\w.-]+)", operands), attributes)
-            )
+            # A parameter's operand is its index ("3"); others name instructions.
+            named = [operands] if opcode == "parameter" else re.findall(r"%([\w.-]+)", operands)
+            current.append((name, shape, opcode, named, attributes))
     return computations, entry
 
 
@@ -78,13 +78,33 @@ def _branches(attributes: str) -> list[str]:
     return re.findall(r"(?:true|false)_computation=%([\w.-]+)", attributes)
 
 
+def _sliced_operands(computation: list[tuple], full: str) -> set[int]:
+    """Indices of a fused computation's parameters that are read only
+    through slices smaller than `full`: a loop reads a few elements of such
+    an operand, not the array (an ordering term such as
+    `one_after(m.flatten()[0])`)."""
+    parameters = {name: int(operands[0]) for name, _, opcode, operands, _ in computation
+                  if opcode == "parameter"}
+    users: dict[str, list[tuple[str, str]]] = {name: [] for name in parameters}
+    for _, shape, opcode, operands, _ in computation:
+        for operand in operands:
+            if operand in users:
+                users[operand].append((opcode, shape))
+    return {
+        parameters[name]
+        for name, uses in users.items()
+        if uses and all(op == "slice" and not shape.startswith(full) for op, shape in uses)
+    }
+
+
 def count_full_traffic(hlo_text: str, size: int) -> tuple[int, int]:
     """Full-size float32 arrays that the compiled update's loops read and
     write: for each loop (a fusion or a copy) of the entry computation, its
-    full-size operands (reads) and full-size results (writes). The second
-    number adds, for each conditional, its most expensive branch (SWATS'
-    projection runs in one; the other is empty). A loop reads each operand
-    once and writes each result once, so on a step bound by memory
+    full-size operands (reads; not those it reads only a slice of) and
+    full-size results (writes). The second number adds, for each
+    conditional, its most expensive branch (SWATS' projection runs in one;
+    the other is empty). A loop reads each operand once and writes each
+    result once, so on a step bound by memory
     traffic, as an optimizer's is, this count is the step's cost."""
     full = f"f32[{size}]"
     computations, entry = _computations(hlo_text)
@@ -95,7 +115,13 @@ def count_full_traffic(hlo_text: str, size: int) -> tuple[int, int]:
         for instruction, shape, opcode, operands, attributes in computations.get(name, []):
             shapes[instruction] = shape
             if opcode in ("fusion", "copy"):
-                reads = sum(shapes.get(operand, "").startswith(full) for operand in operands)
+                called = re.search(r"calls=%([\w.-]+)", attributes)
+                fused = computations.get(called.group(1), []) if called else []
+                sliced = _sliced_operands(fused, full)
+                reads = sum(
+                    shapes.get(operand, "").startswith(full) and index not in sliced
+                    for index, operand in enumerate(operands)
+                )
                 own += reads + shape.count(full)
             elif opcode == "conditional":
                 branches += max((sum(traffic(b)) for b in _branches(attributes)), default=0)

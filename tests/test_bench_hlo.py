@@ -70,3 +70,41 @@ def test_a_conditionals_branches_are_read_in_both_forms():
     assert bench_copies._branches(
         "true_computation=%on_true.2, false_computation=%on_false.3, metadata={op_name=\"x\"}"
     ) == ["on_true.2", "on_false.3"]
+
+
+# A loop that reads one full array and only the first element of another
+# (an ordering term such as `one_after(m.flatten()[0])`), and a loop that
+# reads the same array both through a slice and whole.
+SLICED = """HloModule jit_update
+
+%sliced_computation (param_0: f32[8], param_1: f32[8]) -> f32[8] {
+  %param_0 = f32[8]{0} parameter(0)
+  %param_1 = f32[8]{0} parameter(1)
+  %slice.1 = f32[1]{0} slice(%param_1), slice={[0:1]}
+  %bitcast.1 = f32[] bitcast(%slice.1)
+  %broadcast.1 = f32[8]{0} broadcast(%bitcast.1), dimensions={}
+  ROOT %multiply.1 = f32[8]{0} multiply(%param_0, %broadcast.1)
+}
+
+%both_computation (param_0: f32[8]) -> f32[8] {
+  %param_0 = f32[8]{0} parameter(0)
+  %slice.2 = f32[1]{0} slice(%param_0), slice={[0:1]}
+  %bitcast.2 = f32[] bitcast(%slice.2)
+  %broadcast.2 = f32[8]{0} broadcast(%bitcast.2), dimensions={}
+  ROOT %add.2 = f32[8]{0} add(%param_0, %broadcast.2)
+}
+
+ENTRY %main.3 (p0: f32[8], p1: f32[8]) -> (f32[8], f32[8]) {
+  %p0 = f32[8]{0} parameter(0)
+  %p1 = f32[8]{0} parameter(1)
+  %ordered = f32[8]{0} fusion(%p0, %p1), kind=kLoop, calls=%sliced_computation
+  %both = f32[8]{0} fusion(%p1), kind=kLoop, calls=%both_computation
+  ROOT %tuple.3 = (f32[8]{0}, f32[8]{0}) tuple(%ordered, %both)
+}
+"""
+
+
+def test_an_operand_read_only_through_a_slice_is_not_a_full_read():
+    # ordered: p0 read + 1 written (p1's first element is not an array);
+    # both: p1 read whole (its slice does not make it partial) + 1 written.
+    assert bench_copies.count_full_traffic(SLICED, 8) == (4, 4)
