@@ -106,6 +106,12 @@ class MARS(SteerableOptimizer):
       size ($m$, $v$ and $g_{t-1}$; four with `amsgrad`), one more than
       AdamW; a variable on the AdamW path keeps two (three with
       `amsgrad`). The reference keeps $g_{t-1}$ for every parameter.
+    - **$c_t$ is formed three times**, in equal forms that differ by
+      rounding only: $(1 + k)(g_t - \frac{k}{1+k} g_{t-1})$ for the norm,
+      $g_t + k (g_t - g_{t-1})$ for $m$ and $g_t - k (g_{t-1} - g_t)$ for
+      $v$, with $k = \gamma\beta_1/(1-\beta_1)$. Each pass then computes
+      it, and no array of the variable's size is stored for it at every
+      step.
     - **Non-finite gradients** are not filtered: they reach $g_{t-1}$, $m$
       and $v$, and through the norm a single non-finite element spoils the
       variable's whole $\tilde c_t$ (zero or NaN everywhere). Wrap the optimizer in

@@ -383,6 +383,12 @@ class ScheduleFreeAdamW(_ScheduleFree):
 
     Departures and conventions:
     """ + _SHARED_DEPARTURES + r"""
+    - **The normalised step is formed twice**, for $z$ and for $y$, in
+      equal forms that differ by rounding only:
+      $g / (\sqrt{v / b} + \epsilon)$ and
+      $\sqrt{b}\, g / (\sqrt{v} + \sqrt{b}\,\epsilon)$, with
+      $b = 1 - \beta_2^{k+1}$. Each loop then computes it, and no array of
+      the variable's size is stored for it at every step.
     - **Argument checks the reference lacks:** `beta_1` in (0, 1) (its
       `eval()` divides by it), `beta_2` in [0, 1), `epsilon` > 0.
 
