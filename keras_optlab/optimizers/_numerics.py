@@ -186,3 +186,18 @@ def one_after(total):
     finite or infinite `t`, and XLA does not fold it away.
     """
     return ops.minimum(1.0, ops.abs(total) + 1.0)
+
+
+def unmerged(x, scalar):
+    """`x`, value for value, as an expression XLA does not merge with `x`.
+
+    XLA computes an expression that two loops read once, into a full-size
+    array stored at every step, when the expression holds a division or a
+    root (it does not compute those twice), and it merges two identical
+    expressions into one. Writing the second loop's copy from
+    `unmerged(operand, scalar)` gives each loop its own computation with
+    the same values: the operand is multiplied by `one_after(scalar)`, an
+    exact 1 that XLA cannot fold. `scalar` is any scalar of the step (the
+    learning rate); only where it is NaN does the result change (to NaN).
+    """
+    return ops.multiply(x, ops.cast(one_after(scalar), x.dtype))

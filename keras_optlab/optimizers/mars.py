@@ -106,12 +106,6 @@ class MARS(SteerableOptimizer):
       size ($m$, $v$ and $g_{t-1}$; four with `amsgrad`), one more than
       AdamW; a variable on the AdamW path keeps two (three with
       `amsgrad`). The reference keeps $g_{t-1}$ for every parameter.
-    - **$c_t$ is formed three times**, in equal forms that differ by
-      rounding only: $(1 + k)(g_t - \frac{k}{1+k} g_{t-1})$ for the norm,
-      $g_t + k (g_t - g_{t-1})$ for $m$ and $g_t - k (g_{t-1} - g_t)$ for
-      $v$, with $k = \gamma\beta_1/(1-\beta_1)$. Each pass then computes
-      it, and no array of the variable's size is stored for it at every
-      step.
     - **Non-finite gradients** are not filtered: they reach $g_{t-1}$, $m$
       and $v$, and through the norm a single non-finite element spoils the
       variable's whole $\tilde c_t$ (zero or NaN everywhere). Wrap the optimizer in
@@ -245,7 +239,7 @@ class MARS(SteerableOptimizer):
         rate = ops.cast(learning_rate, "float32")
         if self._on_mars_path(variable):
             beta_1, beta_2, decay = self.beta_1, self.beta_2, self.weight_decay
-            self._mars_moments(gradient, index, dtype)
+            self._mars_moments(gradient, index, dtype, rate)
         else:
             beta_1, beta_2, decay = self.beta_1_1d, self.beta_2_1d, self.weight_decay_1d
             rate = rate * ops.cast(self.learning_rate_1d_factor, "float32")
@@ -273,31 +267,31 @@ class MARS(SteerableOptimizer):
             ops.multiply(ops.divide(momentum, denominator), ops.cast(rate / correction_1, dtype)),
         )
 
-    def _mars_moments(self, gradient, index, dtype):
+    def _mars_moments(self, gradient, index, dtype, rate):
         """m and v of the MARS path, from the clipped corrected gradient,
         and g_t kept as the next step's g_{t-1}.
 
         c_t is never stored: its norm's pass, m's loop and v's loop each
         form it from g_t and g_{t-1} (XLA:CPU gives each result its own
         loop; a stored c_t was a full-size temporary, written and read
-        three times, at every step: 2.2x Keras Adam on JAX). Each loop
-        writes it in another form, c_t = g + k (g - p) = g - k (p - g) =
-        (1 + k)(g - k/(1 + k) p), so that XLA does not merge them back
-        into one stored array. g_{t-1} is overwritten after m's and v's
-        loops, which read it (`one_after` their first elements), so XLA
-        writes it in place.
+        three times, at every step: 2.2x Keras Adam on JAX). Two of the
+        three are written with `_numerics.unmerged`, the same values as
+        expressions XLA does not merge back into one stored array. g_{t-1}
+        is overwritten after m's and v's loops, which read it (`one_after`
+        their first elements), so XLA writes it in place.
         """
         momentum = self._momentums[index]
         velocity = self._velocities[index]
         previous = self._previous_gradients[index]
-        k = self.gamma * self.beta_1 / (1.0 - self.beta_1)
-        norm = ops.sqrt(_numerics.squared_norm(
-            ops.subtract(gradient, ops.multiply(previous, ops.cast(k / (1.0 + k), dtype)))
-        )) * (1.0 + k)
+        k = ops.cast(self.gamma * self.beta_1 / (1.0 - self.beta_1), dtype)
+
+        def correct(gradient, previous):
+            return ops.add(gradient, ops.multiply(ops.subtract(gradient, previous), k))
+
+        norm = ops.sqrt(_numerics.squared_norm(correct(gradient, previous)))
         clip = ops.cast(ops.maximum(norm, 1.0), dtype)
-        k = ops.cast(k, dtype)
-        corrected = ops.add(gradient, ops.multiply(ops.subtract(gradient, previous), k))
-        corrected_again = ops.subtract(gradient, ops.multiply(ops.subtract(previous, gradient), k))
+        corrected = correct(_numerics.unmerged(gradient, rate), previous)
+        corrected_again = correct(gradient, _numerics.unmerged(previous, rate))
         self.assign_add(momentum, ops.multiply(
             ops.subtract(ops.divide(corrected, clip), momentum), ops.cast(1.0 - self.beta_1, dtype)
         ))

@@ -138,11 +138,11 @@ class _ScheduleFree(SteerableOptimizer):
 
     def _directions(self, gradient, variable, value, learning_rate):
         """$u_k$ without weight decay, twice: for $z$'s loop and for the
-        variable's. Where it costs a division or a root, the two are
-        written in different forms, so that each loop computes it: one
-        expression read by two loops is stored as a full-size array at
-        every step (XLA does not compute a division twice to avoid it),
-        which took schedule-free AdamW to 1.7x Keras Adam on JAX."""
+        variable's. Where it costs a division or a root, the second is
+        written with `_numerics.unmerged`, so that each loop computes it:
+        one expression read by two loops was stored as a full-size array at
+        every step, which took schedule-free AdamW to 1.7x Keras Adam on
+        JAX."""
         raise NotImplementedError
 
     def _step_scalars(self, learning_rate):
@@ -383,12 +383,6 @@ class ScheduleFreeAdamW(_ScheduleFree):
 
     Departures and conventions:
     """ + _SHARED_DEPARTURES + r"""
-    - **The normalised step is formed twice**, for $z$ and for $y$, in
-      equal forms that differ by rounding only:
-      $g / (\sqrt{v / b} + \epsilon)$ and
-      $\sqrt{b}\, g / (\sqrt{v} + \sqrt{b}\,\epsilon)$, with
-      $b = 1 - \beta_2^{k+1}$. Each loop then computes it, and no array of
-      the variable's size is stored for it at every step.
     - **Argument checks the reference lacks:** `beta_1` in (0, 1) (its
       `eval()` divides by it), `beta_2` in [0, 1), `epsilon` > 0.
 
@@ -481,12 +475,11 @@ class ScheduleFreeAdamW(_ScheduleFree):
             1.0 - beta_2
         )
         self.assign(velocity, ops.cast(new_velocity, velocity.dtype))
-        # g / (sqrt(v / c) + eps), and the same as sqrt(c) g / (sqrt(v) +
-        # sqrt(c) eps): they differ by rounding only.
-        root = ops.sqrt(correction)
+        epsilon = float32(self.epsilon)
+        again = _numerics.unmerged(new_velocity, learning_rate)
         return (
-            gradient / (ops.sqrt(new_velocity / correction) + float32(self.epsilon)),
-            gradient / (ops.sqrt(new_velocity) + float32(self.epsilon) * root) * root,
+            gradient / (ops.sqrt(new_velocity / correction) + epsilon),
+            gradient / (ops.sqrt(again / correction) + epsilon),
         )
 
     def get_config(self) -> dict[str, Any]:
