@@ -199,5 +199,6 @@ def unmerged(x, scalar):
     the same values: the operand is multiplied by `one_after(scalar)`, an
     exact 1 that XLA cannot fold. `scalar` is any scalar of the step (the
     learning rate); only where it is NaN does the result change (to NaN).
+    Under XLA:CPU, subnormal elements become 0, as in any arithmetic there.
     """
     return ops.multiply(x, ops.cast(one_after(scalar), x.dtype))
