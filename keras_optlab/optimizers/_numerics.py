@@ -188,6 +188,17 @@ def one_after(total):
     return ops.minimum(1.0, ops.abs(total) + 1.0)
 
 
+def one_after_first(*arrays):
+    """`one_after` of the arrays' first elements (summed in float32): an
+    exact 1 that orders the loop it enters after the loops that write
+    `arrays`. One element is enough to give XLA the order; a sum over a
+    whole array would add a pass over it."""
+    total = ops.cast(ops.reshape(arrays[0], (-1,))[0], "float32")
+    for array in arrays[1:]:
+        total = total + ops.cast(ops.reshape(array, (-1,))[0], "float32")
+    return one_after(total)
+
+
 def unmerged(x, scalar):
     """`x`, value for value, as an expression XLA does not merge with `x`.
 

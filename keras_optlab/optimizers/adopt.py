@@ -210,7 +210,7 @@ class ADOPT(SteerableOptimizer):
         # writes v then runs after the momentum's loop, which read v_{t-1},
         # and XLA writes v in place instead of copying it every step.
         velocity_rate = ops.where(first, 1.0, ops.cast(1.0 - self.beta_2, "float32"))
-        after_momentum = _numerics.one_after(ops.cast(ops.reshape(momentum, (-1,))[0], "float32"))
+        after_momentum = _numerics.one_after_first(momentum)
         self.assign_add(
             velocity,
             ops.multiply(

@@ -203,7 +203,7 @@ class COCOB(SteerableOptimizer):
         self.assign(norm_sum, new_norm_sum)
         self.assign(gradient_sum, new_gradient_sum)
         self.assign(reward, new_reward)
-        after = _numerics.one_after(ops.reshape(variable, (-1,))[0])
+        after = _numerics.one_after_first(variable)
         self.assign(bet, ops.multiply(new_bet, ops.cast(after, dtype)))
 
     def get_config(self) -> dict[str, Any]:

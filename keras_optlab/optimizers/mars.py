@@ -299,8 +299,8 @@ class MARS(SteerableOptimizer):
             ops.subtract(ops.square(ops.divide(corrected_again, clip)), velocity),
             ops.cast(1.0 - self.beta_2, dtype),
         ))
-        first = ops.add(ops.reshape(momentum, (-1,))[0], ops.reshape(velocity, (-1,))[0])
-        self.assign(previous, ops.multiply(gradient, ops.cast(_numerics.one_after(first), dtype)))
+        after = _numerics.one_after_first(momentum, velocity)
+        self.assign(previous, ops.multiply(gradient, ops.cast(after, dtype)))
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
